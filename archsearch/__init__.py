@@ -1,0 +1,3 @@
+"""archsearch: search the accuracy/FLOPs trade-off of differentiably pruned networks."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,126 @@
+"""Learned threshold pruning, LTP (Azarian et al. 2020): one learned threshold per layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from archsearch.errors import ConfigError
+from archsearch.gates.base import Gate
+from archsearch.gates.registry import register_gate
+
+
+@register_gate(
+    "learned_threshold",
+    description="learned threshold pruning, LTP (Azarian et al. 2020): soft mask on weight scores",
+    stochastic=False,
+    estimator="deterministic",
+)
+class LearnedThresholdGate(Gate):
+    """Soft mask m = sigmoid((s - tau) / T) on per-group weight scores s.
+
+    The decision depends on the weights themselves, so the caller passes the scores (mean
+    squared weight per group, with their autograd graph: the weights learn through the mask
+    too). The mask is a differentiable surrogate of "kept", which is why it still penalises
+    under BatchNorm, where L1/L2 on the weights lose their grip (the paper's central point).
+
+    T is relative to the layer's score scale, so one ``temperature_fraction`` fits every
+    layer: T = fraction * mean(s at calibration), the fraction annealing exponentially from
+    ``temperature_fraction`` to ``final_fraction`` so soft and hard masks agree at the end.
+    The scale, T and the schedule position are buffers, so a checkpoint resumes exactly.
+
+    tau is learned relative to the score scale (``tau = relative_tau * score_scale``): mean
+    squared weights are tiny and differ between layers, and Adam's step is absolute, so an
+    absolute tau would jump past every score in one step. tau >= 0 is kept by clamping in
+    ``after_optimizer_step`` rather than by a softplus, so tau starts at exactly 0.
+    """
+
+    needs_scores = True
+    requires_warmup = True
+
+    def __init__(
+        self, n: int, *, temperature_fraction: float = 0.1, final_fraction: float = 0.01
+    ) -> None:
+        super().__init__(n)
+        if not 0.0 < final_fraction <= temperature_fraction:
+            raise ConfigError(
+                "learned_threshold needs 0 < final_fraction <= temperature_fraction, got "
+                f"{final_fraction} and {temperature_fraction}"
+            )
+        self.temperature_fraction = float(temperature_fraction)
+        self.final_fraction = float(final_fraction)
+        #: tau in units of the layer's score scale, so one learning rate suits every layer
+        self.relative_tau = nn.Parameter(torch.zeros(()))
+        #: mean score at calibration; 0 means "not calibrated yet"
+        self.register_buffer("score_scale", torch.zeros(()))
+        self.register_buffer("temperature", torch.zeros(()))
+        self.register_buffer("progress", torch.zeros(()))
+        self._calibrated = False
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """The threshold on the scores (mean squared weights)."""
+        return self.relative_tau * self.score_scale
+
+    def sample(self, scores: torch.Tensor | None = None) -> torch.Tensor:
+        return self._soft_mask(scores)
+
+    def keep_probability(self, scores: torch.Tensor | None = None) -> torch.Tensor:
+        return self._soft_mask(scores)
+
+    def hard_mask(self, scores: torch.Tensor | None = None) -> torch.Tensor:
+        scores = self._ready(scores)
+        return scores > self.tau.detach()
+
+    def calibrate(self, scores: torch.Tensor | None = None) -> None:
+        """Set the score scale from ``scores``; calling it again simply re-measures the scale."""
+        scores = self._checked(scores)
+        with torch.no_grad():
+            floor = torch.finfo(self.score_scale.dtype).tiny
+            self.score_scale.copy_(scores.detach().mean().clamp_min(floor))
+            self._update_temperature()
+        self._calibrated = True
+
+    def set_progress(self, progress: float) -> None:
+        self.progress.fill_(min(max(float(progress), 0.0), 1.0))
+        self._update_temperature()
+
+    def after_optimizer_step(self) -> None:
+        with torch.no_grad():
+            self.relative_tau.clamp_(min=0.0)
+
+    def _soft_mask(self, scores: torch.Tensor | None) -> torch.Tensor:
+        scores = self._ready(scores)
+        return torch.sigmoid((scores - self.tau) / self.temperature)
+
+    def _update_temperature(self) -> None:
+        ratio = self.final_fraction / self.temperature_fraction
+        fraction = self.temperature_fraction * ratio**self.progress
+        self.temperature.copy_(self.score_scale * fraction)
+
+    def _ready(self, scores: torch.Tensor | None) -> torch.Tensor:
+        """Checked scores; calibrates lazily from them when ``calibrate`` was never called."""
+        scores = self._checked(scores)
+        if not self._calibrated:
+            # A loaded checkpoint carries its scale; only a truly fresh gate calibrates here.
+            if bool(self.score_scale > 0):
+                self._calibrated = True
+            else:
+                self.calibrate(scores)
+        return scores
+
+    def _checked(self, scores: torch.Tensor | None) -> torch.Tensor:
+        if scores is None:
+            raise ValueError("learned_threshold needs the per-group weight scores on every call")
+        if scores.shape != (self.n,):
+            raise ValueError(
+                f"learned_threshold expected scores of shape ({self.n},), got {tuple(scores.shape)}"
+            )
+        return scores
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        # The loaded scale decides whether this gate is calibrated; look at it on next use.
+        self._calibrated = False

@@ -1,0 +1,204 @@
+"""A model with gates attached: the original network untouched, plus one gate per group.
+
+The base model's parameters are never rewritten. Structured masks multiply a module's output
+through forward hooks; weight masks are applied with ``torch.func.functional_call``. Every
+gate is sampled once per forward, before the base model runs, so all modules that share a
+gate (coupled residual channels) see the same sample within a minibatch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from archsearch.gates import Gate, create_gate, get_gate_info
+from archsearch.pruning.groups import GroupSpec
+
+#: the L0 paper starts the input layer's gates mostly open (drop rate 0.2)
+INPUT_INIT_DROP_RATE = 0.2
+
+
+def _gate_key(group_name: str) -> str:
+    return group_name.replace(".", "__")
+
+
+class GatedModel(nn.Module):
+    """``base`` with a gate per group spec. ``gating = False`` runs the plain network (warm-up)."""
+
+    def __init__(
+        self,
+        base: nn.Module,
+        groups: list[GroupSpec],
+        gate_name: str,
+        gate_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.groups = list(groups)
+        self.gate_name = gate_name
+        options = dict(gate_options or {})
+        self.gates = nn.ModuleDict(
+            {_gate_key(g.name): self._make_gate(g, options) for g in self.groups}
+        )
+        self.gating = True
+        self._active: dict[str, torch.Tensor] | None = None
+        self._modules_by_name = dict(base.named_modules())
+        self._handles: list[Any] = []
+        self._attach_hooks()
+
+    def _make_gate(self, group: GroupSpec, options: dict[str, Any]) -> Gate:
+        accepted = get_gate_info(self.gate_name).option_defaults()
+        if group.kind == "input" and "init_drop_rate" in accepted:
+            options = {"init_drop_rate": INPUT_INIT_DROP_RATE, **options}
+        return create_gate(self.gate_name, group.size, **options)
+
+    # -- access ------------------------------------------------------------------------------
+    def gate(self, group_name: str) -> Gate:
+        return self.gates[_gate_key(group_name)]
+
+    @property
+    def gate_list(self) -> list[Gate]:
+        return list(self.gates.values())
+
+    def gate_parameters(self) -> list[nn.Parameter]:
+        return [p for g in self.gate_list for p in g.parameters()]
+
+    def weight_of(self, layer: str) -> torch.Tensor:
+        return self._modules_by_name[layer].weight
+
+    # -- per-group scores (for gates that decide from the weights) -------------------------
+    def scores(self, group: GroupSpec) -> torch.Tensor | None:
+        """Mean squared weight of each group: what learned thresholds compare against."""
+        if not self.gate(group.name).needs_scores:
+            return None
+        if group.kind == "weight":
+            return self.weight_of(group.producers[0]).pow(2).flatten()
+        if group.kind == "input":
+            return self.weight_of(group.consumers[0].layer).pow(2).mean(0)
+        rows = [self.weight_of(p).pow(2).flatten(1) for p in group.producers]
+        return torch.cat(rows, dim=1).mean(1)
+
+    def keep_probabilities(self) -> dict[str, torch.Tensor]:
+        return {g.name: self.gate(g.name).keep_probability(self.scores(g)) for g in self.groups}
+
+    @torch.no_grad()
+    def hard_masks(self) -> dict[str, torch.Tensor]:
+        return {g.name: self.gate(g.name).hard_mask(self.scores(g)) for g in self.groups}
+
+    @torch.no_grad()
+    def strength(self, group: GroupSpec) -> torch.Tensor:
+        return self.gate(group.name).strength(self.scores(group))
+
+    @torch.no_grad()
+    def test_scales(self) -> dict[str, torch.Tensor]:
+        return {g.name: self.gate(g.name).test_scale(self.scores(g)) for g in self.groups}
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.gating:
+            return self.base(x)
+        self._active = {g.name: self.gate(g.name)(self.scores(g)) for g in self.groups}
+        try:
+            masked = {
+                f"{g.name}.weight": self.weight_of(g.name)
+                * self._active[g.name].view_as(self.weight_of(g.name))
+                for g in self.groups
+                if g.kind == "weight"
+            }
+            return functional_call(self.base, masked, (x,)) if masked else self.base(x)
+        finally:
+            self._active = None
+
+    def _attach_hooks(self) -> None:
+        for group in self.groups:
+            if group.kind == "input":
+                layer = self._modules_by_name[group.consumers[0].layer]
+                self._handles.append(layer.register_forward_pre_hook(self._input_hook(group.name)))
+            for site in group.mask_sites:
+                module = self._modules_by_name[site]
+                self._handles.append(module.register_forward_hook(self._output_hook(group.name)))
+
+    def _output_hook(self, group_name: str):
+        def multiply(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            if self._active is None:
+                return output
+            z = self._active[group_name]
+            return output * z.view(1, -1, *([1] * (output.dim() - 2)))
+
+        return multiply
+
+    def _input_hook(self, group_name: str):
+        def multiply(_module: nn.Module, inputs: tuple) -> tuple:
+            if self._active is None:
+                return inputs
+            return (inputs[0] * self._active[group_name], *inputs[1:])
+
+        return multiply
+
+    # -- schedules and estimators ----------------------------------------------------------
+    def set_progress(self, progress: float) -> None:
+        for gate in self.gate_list:
+            gate.set_progress(progress)
+
+    def after_optimizer_step(self) -> None:
+        for gate in self.gate_list:
+            gate.after_optimizer_step()
+
+    def calibrate(self) -> None:
+        for group in self.groups:
+            self.gate(group.name).calibrate(self.scores(group))
+
+    @property
+    def two_pass(self) -> bool:
+        return any(g.two_pass for g in self.gate_list)
+
+    @contextlib.contextmanager
+    def antithetic(self) -> Iterator[None]:
+        """ARM's second pass: same noise, antithetic samples, BatchNorm statistics untouched."""
+        for gate in self.gate_list:
+            gate.begin_antithetic()
+        try:
+            with frozen_batchnorm_statistics(self.base):
+                yield
+        finally:
+            for gate in self.gate_list:
+                gate.end_antithetic()
+
+    def add_two_pass_gradient(self, loss: float, antithetic_loss: float) -> None:
+        for gate in self.gate_list:
+            gate.add_two_pass_gradient(loss, antithetic_loss)
+
+    # -- copies without gates --------------------------------------------------------------
+    def plain_copy(self) -> nn.Module:
+        """A deep copy of the base network with none of the gating hooks attached."""
+        for handle in self._handles:
+            handle.remove()
+        try:
+            return copy.deepcopy(self.base)
+        finally:
+            self._handles = []
+            self._attach_hooks()
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
+    """Run a training-mode forward without letting it move BatchNorm running statistics."""
+    saved = [
+        (m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, mean, var, count in saved:
+                module.running_mean.copy_(mean)
+                module.running_var.copy_(var)
+                module.num_batches_tracked.copy_(count)

@@ -1,0 +1,259 @@
+"""Which weights one gate switches, for each granularity.
+
+A *group spec* names one gate's territory: the layers whose outputs (or, for input gating,
+inputs) it switches, the layers that consume those outputs, and the module whose output the
+mask multiplies. Structured groups come from Torch-Pruning's dependency graph, so channels
+coupled by residual additions (or concatenations) share one gate on any model it can trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from archsearch.errors import ConfigError, GranularityError
+from archsearch.models import classifier_layer
+
+GRANULARITIES: tuple[str, ...] = ("weight", "neuron", "channel", "channel+neuron")
+
+#: structured kinds each granularity switches
+_STRUCTURED_KINDS: dict[str, tuple[str, ...]] = {
+    "neuron": ("neuron",),
+    "channel": ("channel",),
+    "channel+neuron": ("channel", "neuron"),
+}
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A layer whose inputs shrink when the group's outputs do; ``share`` of its inputs."""
+
+    layer: str
+    share: float
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """One gate's territory. ``kind`` is weight, neuron, channel or input."""
+
+    name: str
+    kind: str
+    size: int
+    #: layers whose outputs (weights, for kind=weight) the gate switches
+    producers: tuple[str, ...]
+    #: layers whose inputs lose the dropped groups
+    consumers: tuple[Consumer, ...] = ()
+    #: modules whose forward output is multiplied by the mask (BN after a conv, else the layer)
+    mask_sites: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Dense cost of one Conv2d/Linear for one input example."""
+
+    name: str
+    kind: str  # "conv" or "linear"
+    macs: int
+    weight_count: int
+    bias_count: int
+    in_width: int
+    out_width: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def positions(self) -> int:
+        """How many times each weight is used per example (output positions for a conv)."""
+        return self.macs // self.weight_count
+
+
+def check_granularity(name: str) -> None:
+    if name not in GRANULARITIES:
+        raise ConfigError(
+            f"unknown granularity {name!r}; choose one of: {', '.join(GRANULARITIES)}"
+        )
+
+
+def layer_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, LayerGeometry]:
+    """Dense multiply-accumulates and parameters of every Conv2d/Linear, in execution order."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            shapes.setdefault(name, tuple(output.shape))
+
+        return hook
+
+    handles = [
+        module.register_forward_hook(record(name))
+        for name, module in model.named_modules()
+        if isinstance(module, PRUNABLE_TYPES)
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=_device_of(model)))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    modules = dict(model.named_modules())
+    return {name: _geometry(name, modules[name], shape) for name, shape in shapes.items()}
+
+
+def _geometry(name: str, module: nn.Module, out_shape: tuple[int, ...]) -> LayerGeometry:
+    weights = module.weight.numel()
+    bias = module.bias.numel() if module.bias is not None else 0
+    outputs = 1
+    for dim in out_shape:
+        outputs *= dim
+    if isinstance(module, nn.Conv2d):
+        per_output = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+        return LayerGeometry(
+            name,
+            "conv",
+            outputs * per_output,
+            weights,
+            bias,
+            module.in_channels,
+            module.out_channels,
+            {"kernel": list(module.kernel_size), "groups": module.groups},
+        )
+    return LayerGeometry(
+        name,
+        "linear",
+        outputs * module.in_features,
+        weights,
+        bias,
+        module.in_features,
+        module.out_features,
+    )
+
+
+def find_groups(
+    model: nn.Module, input_shape: tuple[int, ...], granularity: str, *, gate_inputs: bool = False
+) -> list[GroupSpec]:
+    """The groups a gate method will switch on ``model`` at ``granularity``.
+
+    Raises GranularityError when the model has nothing to gate at that granularity, so a
+    search never trains a model that cannot be pruned the way it was asked.
+    """
+    check_granularity(granularity)
+    geometry = layer_geometry(model, input_shape)
+    if granularity == "weight":
+        if gate_inputs:
+            raise ConfigError("gate_inputs applies to neuron granularity, not weight")
+        return [GroupSpec(name, "weight", g.weight_count, (name,)) for name, g in geometry.items()]
+    groups = _structured_groups(model, input_shape, _STRUCTURED_KINDS[granularity], geometry)
+    if gate_inputs:
+        if "neuron" not in _STRUCTURED_KINDS[granularity]:
+            raise ConfigError(
+                "gate_inputs needs a granularity with neurons (neuron or channel+neuron)"
+            )
+        groups.insert(0, _input_group(model, geometry))
+    if not groups:
+        raise GranularityError(
+            f"granularity {granularity!r} finds nothing to prune in this model: it has no "
+            f"{' or '.join(_describe(k) for k in _STRUCTURED_KINDS[granularity])} besides the "
+            "classifier; use a granularity it has (e.g. weight)"
+        )
+    missing = [k for k in _STRUCTURED_KINDS[granularity] if not any(g.kind == k for g in groups)]
+    if missing:
+        raise GranularityError(
+            f"granularity {granularity!r} needs {_describe(missing[0])} to prune but this model "
+            f"has none; choose {'neuron' if missing[0] == 'channel' else 'channel'} instead"
+        )
+    return groups
+
+
+def _describe(kind: str) -> str:
+    return {"neuron": "hidden Linear layers", "channel": "Conv2d layers"}[kind]
+
+
+def _structured_groups(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    kinds: tuple[str, ...],
+    geometry: dict[str, LayerGeometry],
+) -> list[GroupSpec]:
+    graph = build_dependency_graph(model, input_shape)
+    names = {module: name for name, module in model.named_modules()}
+    order = list(geometry)
+    groups = []
+    for group in graph.get_all_groups(
+        ignored_layers=[classifier_layer(model)], root_module_types=list(PRUNABLE_TYPES)
+    ):
+        root = group[0].dep.target.module
+        kind = "channel" if isinstance(root, nn.Conv2d) else "neuron"
+        if kind in kinds and names[root] in geometry:
+            groups.append(_group_spec(graph, group, names, kind))
+    return sorted(groups, key=lambda g: order.index(g.name))
+
+
+def build_dependency_graph(model: nn.Module, input_shape: tuple[int, ...]) -> tp.DependencyGraph:
+    was_training = model.training
+    try:
+        model.eval()
+        example = torch.zeros(1, *input_shape, device=_device_of(model))
+        with torch.enable_grad():  # the graph is traced through autograd
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=example, verbose=False
+            )
+    finally:
+        model.train(was_training)
+
+
+def _group_spec(graph: tp.DependencyGraph, group: Any, names: dict, kind: str) -> GroupSpec:
+    root = group[0].dep.target.module
+    size = len(group[0].idxs)
+    producers, consumers, norms = [], [], set()
+    for item in group:
+        module = item.dep.target.module
+        outgoing = graph.is_out_channel_pruning_fn(item.dep.handler)
+        if isinstance(module, PRUNABLE_TYPES):
+            if outgoing:
+                producers.append(names[module])
+            else:
+                width = module.in_channels if isinstance(module, nn.Conv2d) else module.in_features
+                consumers.append(Consumer(names[module], len(item.idxs) / width))
+        elif outgoing and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            norms.add(module)
+    producers = list(dict.fromkeys(producers))
+    sites = [
+        _mask_site(graph, names, dict(graph.model.named_modules())[p], norms) for p in producers
+    ]
+    return GroupSpec(
+        names[root], kind, size, tuple(producers), tuple(dict.fromkeys(consumers)), tuple(sites)
+    )
+
+
+def _mask_site(graph: tp.DependencyGraph, names: dict, layer: nn.Module, norms: set) -> str:
+    """Mask after the BatchNorm that normalises the layer, if any: masking before it would be
+    undone by the normalisation, and a mask after it folds exactly into its affine terms."""
+    for node in graph.module2node[layer].outputs:
+        if node.module in norms:
+            return names[node.module]
+    return names[layer]
+
+
+def _input_group(model: nn.Module, geometry: dict[str, LayerGeometry]) -> GroupSpec:
+    first_name = next(iter(geometry))
+    first = geometry[first_name]
+    if first.kind != "linear":
+        raise ConfigError(
+            "gate_inputs gates the input features of a first Linear layer, but this model "
+            f"starts with a convolution ({first_name}); drop gate_inputs"
+        )
+    return GroupSpec("input", "input", first.in_width, (), (Consumer(first_name, 1.0),))
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")

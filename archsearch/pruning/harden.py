@@ -1,0 +1,126 @@
+"""Hardening: turn a gated model into a plain, physically smaller ``nn.Module``.
+
+Eval-mode gates are deterministic (``hard_mask * test_scale``), so hardening is exact: fold
+each kept group's test scale into the weights (or into the BatchNorm affine terms that follow
+a convolution), then remove the dropped groups with Torch-Pruning. The result has no gate
+modules and computes what the gated model computes in eval mode.
+
+The removal is driven by a JSON-friendly *structure* (kept indices per group), so the same
+function rebuilds a hardened architecture from ``subnetwork.json`` without unpickling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from archsearch.pruning.gated_model import GatedModel
+from archsearch.pruning.groups import GroupSpec, build_dependency_graph
+
+
+class SelectFeatures(nn.Module):
+    """Keeps the input features that survived input gating, so the hardened model still
+    takes the original input and its first layer is physically narrower."""
+
+    def __init__(self, kept: list[int]) -> None:
+        super().__init__()
+        self.register_buffer("index", torch.tensor(kept, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(-1, self.index)
+
+
+@dataclass
+class HardenedModel:
+    """The plain subnetwork and the facts needed to rebuild or describe it."""
+
+    model: nn.Module
+    #: per structured group: {"name", "kind", "root", "size", "kept"}; rebuilds the shapes
+    structure: list[dict[str, Any]]
+    #: weight granularity: fraction of non-zero weights per layer
+    densities: dict[str, float] = field(default_factory=dict)
+    #: groups whose gates dropped everything; hardening kept their strongest group
+    degenerate_groups: list[str] = field(default_factory=list)
+
+
+def harden(gated: GatedModel, input_shape: tuple[int, ...]) -> HardenedModel:
+    masks, scales = gated.hard_masks(), gated.test_scales()
+    plain = gated.plain_copy()
+    modules = dict(plain.named_modules())
+    degenerate, structure, densities = [], [], {}
+    with torch.no_grad():
+        for group in gated.groups:
+            mask, scale = masks[group.name].clone(), scales[group.name].clone()
+            if not mask.any():
+                strongest = int(torch.argmax(gated.strength(group)))
+                mask[strongest] = True
+                scale[strongest] = scale[strongest] if scale[strongest] > 0 else 1.0
+                degenerate.append(group.name)
+            _fold(modules, group, mask.to(scale.dtype) * scale)
+            if group.kind == "weight":
+                densities[group.name] = float(mask.float().mean())
+            else:
+                structure.append(_structure_entry(group, mask))
+    apply_structure(plain, input_shape, structure)
+    plain.eval()
+    return HardenedModel(plain, structure, densities, degenerate)
+
+
+def _structure_entry(group: GroupSpec, mask: torch.Tensor) -> dict[str, Any]:
+    root = group.producers[0] if group.producers else group.consumers[0].layer
+    kept = torch.nonzero(mask).flatten().tolist()
+    return {"name": group.name, "kind": group.kind, "root": root, "size": group.size, "kept": kept}
+
+
+def _fold(modules: dict[str, nn.Module], group: GroupSpec, factor: torch.Tensor) -> None:
+    """Multiply the group's weights by mask * test_scale, exactly where the gate acted."""
+    if group.kind == "weight":
+        weight = modules[group.name].weight
+        weight.mul_(factor.view_as(weight).to(weight.dtype))
+        return
+    if group.kind == "input":
+        modules[group.consumers[0].layer].weight.mul_(factor.view(1, -1))
+        return
+    for site in group.mask_sites:
+        module = modules[site]
+        shape = (-1,) if isinstance(module, nn.modules.batchnorm._BatchNorm) else _row_shape(module)
+        module.weight.mul_(factor.view(shape))
+        if module.bias is not None:
+            module.bias.mul_(factor)
+
+
+def _row_shape(module: nn.Module) -> tuple[int, ...]:
+    return (-1, *([1] * (module.weight.dim() - 1)))
+
+
+_OUT_PRUNERS = {nn.Conv2d: tp.prune_conv_out_channels, nn.Linear: tp.prune_linear_out_channels}
+
+
+def apply_structure(
+    model: nn.Module, input_shape: tuple[int, ...], structure: list[dict[str, Any]]
+) -> nn.Module:
+    """Physically remove every group not listed as kept, in place; returns ``model``."""
+    if not structure:
+        return model
+    graph = build_dependency_graph(model, input_shape)
+    modules = dict(model.named_modules())
+    for entry in structure:
+        dropped = sorted(set(range(entry["size"])) - set(entry["kept"]))
+        root = modules[entry["root"]]
+        if entry["kind"] == "input":
+            if dropped:
+                graph.get_pruning_group(root, tp.prune_linear_in_channels, dropped).prune()
+            _replace(model, entry["root"], nn.Sequential(SelectFeatures(entry["kept"]), root))
+        elif dropped:
+            graph.get_pruning_group(root, _OUT_PRUNERS[type(root)], dropped).prune()
+    return model
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

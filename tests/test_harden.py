@@ -1,0 +1,112 @@
+"""Hardening is exact: the plain subnetwork computes what the gated model computes in eval mode.
+
+Gate parameters and BatchNorm statistics are randomised (as after training) so that some
+groups drop and test scales are fractional; then every gate × applicable granularity is
+hardened on an MLP, LeNet-5-Caffe and resnet20 and compared on a batch.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from archsearch.gates import Gate, list_gates
+from archsearch.models import create_model
+from archsearch.pruning.gated_model import GatedModel
+from archsearch.pruning.groups import find_groups
+from archsearch.pruning.harden import harden
+
+CASES = [
+    ("mlp", (1, 8, 8), {"hidden": [32, 16]}, "weight", False),
+    ("mlp", (1, 8, 8), {"hidden": [32, 16]}, "neuron", False),
+    ("mlp", (1, 8, 8), {"hidden": [32, 16]}, "neuron", True),
+    ("lenet5_caffe", (1, 28, 28), {}, "weight", False),
+    ("lenet5_caffe", (1, 28, 28), {}, "channel", False),
+    ("lenet5_caffe", (1, 28, 28), {}, "channel+neuron", False),
+    ("resnet20", (3, 16, 16), {"width": 8}, "weight", False),
+    ("resnet20", (3, 16, 16), {"width": 8}, "channel", False),
+]
+
+
+def _randomise(gated: GatedModel) -> None:
+    """Put gates and BatchNorm in a state like the end of training: mixed keep/drop decisions."""
+    with torch.no_grad():
+        for group in gated.groups:
+            gate = gated.gate(group.name)
+            for param in gate.parameters():
+                if param.numel() == gate.n:
+                    param.normal_(0.0, 2.0)
+                else:  # learned_threshold: put its relative threshold mid-way through the scores
+                    median = gated.scores(group).median()
+                    param.fill_(float(median / gate.score_scale))
+        for module in gated.base.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.5)
+
+
+def _case_id(case: tuple) -> str:
+    model, _, _, granularity, inputs = case
+    return f"{model}-{granularity}{'-inputs' if inputs else ''}"
+
+
+@pytest.mark.parametrize("gate_name", list_gates())
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_hardened_equals_gated_eval(gate_name: str, case: tuple) -> None:
+    model_name, shape, options, granularity, gate_inputs = case
+    torch.manual_seed(0)
+    model = create_model(model_name, shape, 10, **options)
+    groups = find_groups(model, shape, granularity, gate_inputs=gate_inputs)
+    gated = GatedModel(model, groups, gate_name)
+    gated.calibrate()
+    _randomise(gated)
+    gated.eval()
+    x = torch.randn(16, *shape)
+    with torch.no_grad():
+        expected = gated(x)
+        hardened = harden(gated, shape)
+        actual = hardened.model(x)
+
+    assert not any(isinstance(m, Gate) for m in hardened.model.modules())
+    assert (actual - expected).abs().max().item() <= 1e-4
+    if granularity != "weight":
+        dense = sum(p.numel() for p in model.parameters())
+        assert sum(p.numel() for p in hardened.model.parameters()) < dense, "nothing was removed"
+    # the gated model is untouched by hardening: still gated, same outputs
+    with torch.no_grad():
+        assert torch.equal(gated(x), expected)
+
+
+def test_torchvision_resnet_is_physically_narrower() -> None:
+    torch.manual_seed(0)
+    shape = (3, 32, 32)
+    model = create_model("torchvision/resnet18", shape, 10)
+    groups = find_groups(model, shape, "channel")
+    gated = GatedModel(model, groups, "arm")
+    _randomise(gated)
+    gated.eval()
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        expected = gated(x)
+        hardened = harden(gated, shape).model
+        assert (hardened(x) - expected).abs().max().item() <= 1e-4
+    assert hardened.layer1[0].conv1.out_channels < 64
+    # coupled residual channels share a gate: the stem and layer1's outputs stay equal in width
+    assert hardened.conv1.out_channels == hardened.layer1[0].conv2.out_channels
+
+
+def test_dead_layer_keeps_its_strongest_group() -> None:
+    torch.manual_seed(0)
+    model = create_model("mlp", (1, 8, 8), 10, hidden=[16])
+    groups = find_groups(model, (1, 8, 8), "neuron")
+    gated = GatedModel(model, groups, "trainable_gate")
+    with torch.no_grad():
+        gate = gated.gate(groups[0].name)
+        gate.w.fill_(-1.0)
+        gate.w[3] = -0.5
+    hardened = harden(gated.eval(), (1, 8, 8))
+    assert hardened.degenerate_groups == [groups[0].name]
+    assert hardened.structure[0]["kept"] == [3]
