@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--data", default=d.data, help="data set (fashion_mnist, mnist, cifar10, digits, synthetic)"
     )
     p.add_argument("--data-root", default=None, help="folder holding the data set's files")
+    p.add_argument(
+        "--data-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data set option, e.g. download=true (torchvision download, needs internet)",
+    )
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -124,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         model_options=key_values(args.model_option, "--model-option"),
         data=args.data,
         data_root=args.data_root,
+        data_options=key_values(args.data_option, "--data-option"),
         val_fraction=args.val_fraction,
         gate=args.gate,
         gate_options=key_values(args.gate_option, "--gate-option"),
@@ -142,10 +149,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     data = load_data(config)
-    print(f"data: {data.describe()}", file=sys.stderr)
     total = config.resolved_pretrain_epochs + config.epochs + config.finetune_epochs
     with EpochProgress(total, enabled=not args.quiet) as progress:
         result = run_trial(config, out_dir=args.out, on_epoch=progress.update, data=data)
+    print(f"data           {data.describe()}")
     print(format_result(result.metrics, result.subnetwork, args.out))
     return 0
 

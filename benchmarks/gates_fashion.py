@@ -1,0 +1,97 @@
+"""Every gate x {weight, neuron} on LeNet-300-100 / Fashion-MNIST: accuracy, FLOPs, seconds.
+
+Usage: python benchmarks/gates_fashion.py [--cells gate:granularity:lambda ...] [--out FILE]
+Each cell is one `run_trial` (10 gated epochs + 2 fine-tuning by default), the same function
+`archsearch train` runs. Results go to a JSON file and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from archsearch.config import TrialConfig
+from archsearch.trial import load_data, run_trial
+
+#: lambda per cell, chosen by hand (see RESULTS.md for how)
+DEFAULT_CELLS = [
+    "hard_concrete:weight:0.5",
+    "hard_concrete:neuron:0.5",
+    "arm:weight:0.5",
+    "arm:neuron:0.5",
+    "gumbel_softmax:weight:0.5",
+    "gumbel_softmax:neuron:0.5",
+    "trainable_gate:weight:0.5",
+    "trainable_gate:neuron:0.5",
+    "learned_threshold:weight:0.5",
+    "learned_threshold:neuron:0.5",
+    "diffprune:weight:0.5",
+    "diffprune:neuron:0.5",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cells", nargs="*", default=DEFAULT_CELLS)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--gate-lr", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/gates_fashion.json"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    base = {
+        "model": "lenet_300_100",
+        "data": "fashion_mnist",
+        "epochs": args.epochs,
+        "finetune_epochs": args.finetune_epochs,
+    }
+    if args.gate_lr:
+        base["gate_lr"] = args.gate_lr
+    data = load_data(TrialConfig(**base))
+    rows = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for cell in args.cells:
+        gate, granularity, lam = cell.split(":")
+        config = TrialConfig(**base, gate=gate, granularity=granularity, penalty_lambda=float(lam))
+        result = run_trial(config, data=data)
+        m = result.metrics
+        rows[f"{gate}:{granularity}"] = {
+            "gate": gate,
+            "granularity": granularity,
+            "lambda": float(lam),
+            "gate_lr": config.gate_lr,
+            "val_accuracy": m["val_accuracy"],
+            "test_accuracy": m["test_accuracy"],
+            "flops_ratio": m["flops_ratio"],
+            "flops": m["flops"],
+            "train_seconds": m["train_seconds"],
+            "architecture": result.subnetwork["architecture"],
+            "degenerate": m["degenerate"],
+        }
+        print(json.dumps(rows[f"{gate}:{granularity}"]), flush=True)
+        args.out.write_text(json.dumps(rows, indent=1))
+    print_table(rows)
+
+
+def print_table(rows: dict) -> None:
+    print(
+        "| gate | granularity | lambda | val acc | test acc | FLOPs % of dense | kept | seconds |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows.values():
+        print(
+            f"| {r['gate']} | {r['granularity']} | {r['lambda']} | {r['val_accuracy']:.4f} | "
+            f"{r['test_accuracy']:.4f} | {100 * r['flops_ratio']:.2f} | {r['architecture']} | "
+            f"{r['train_seconds']:.0f} |"
+        )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
