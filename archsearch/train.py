@@ -75,14 +75,13 @@ class _EpochStats:
         self.correct += int((logits.argmax(1) == y).sum())
         self.seen += len(y)
 
-    def record(self, phase: str, epoch: int, **extra: Any) -> dict[str, Any]:
+    def record(self, phase: str, epoch: int) -> dict[str, Any]:
         return {
             "phase": phase,
             "epoch": epoch,
             "train_loss": self.loss / max(1, self.seen),
             "train_accuracy": self.correct / max(1, self.seen),
             "seconds": time.perf_counter() - self.started,
-            **extra,
         }
 
 
@@ -134,7 +133,8 @@ def train_gated(
             logits, loss = _gated_step(gated, cost, settings, optimizer, xb, yb, epoch, step)
             stats.add(loss, logits, yb)
             step += 1
-        record = stats.record("gated", epoch, **_gate_summary(gated, cost, data))
+        record = stats.record("gated", epoch)  # seconds: training steps only
+        record.update(_gate_summary(gated, cost, data))
         history.append(record)
         if on_epoch:
             on_epoch(record)
@@ -225,7 +225,8 @@ def _plain_epochs(
             optimizer.step()
             _reapply(masks)
             stats.add(loss.detach(), logits.detach(), yb)
-        record = stats.record(phase, epoch, val_accuracy=evaluate(model, data.val_x, data.val_y))
+        record = stats.record(phase, epoch)
+        record["val_accuracy"] = evaluate(model, data.val_x, data.val_y)
         history.append(record)
         if on_epoch:
             on_epoch(record)
