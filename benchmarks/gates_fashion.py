@@ -18,20 +18,20 @@ import torch
 from archsearch.config import TrialConfig
 from archsearch.trial import load_data, run_trial
 
-#: lambda per cell, chosen by hand (see RESULTS.md for how)
+#: lambda per cell, chosen by a hand sweep (RESULTS.md lists the values tried)
 DEFAULT_CELLS = [
-    "hard_concrete:weight:0.5",
-    "hard_concrete:neuron:0.5",
-    "arm:weight:0.5",
-    "arm:neuron:0.5",
-    "gumbel_softmax:weight:0.5",
-    "gumbel_softmax:neuron:0.5",
-    "trainable_gate:weight:0.5",
-    "trainable_gate:neuron:0.5",
-    "learned_threshold:weight:0.5",
-    "learned_threshold:neuron:0.5",
-    "diffprune:weight:0.5",
-    "diffprune:neuron:0.5",
+    "hard_concrete:weight:2",
+    "hard_concrete:neuron:1",
+    "arm:weight:100",
+    "arm:neuron:2",
+    "gumbel_softmax:weight:2",
+    "gumbel_softmax:neuron:0.1",
+    "trainable_gate:weight:2",
+    "trainable_gate:neuron:0.2",
+    "learned_threshold:weight:2",
+    "learned_threshold:neuron:2",
+    "diffprune:weight:2",
+    "diffprune:neuron:2",
 ]
 
 
