@@ -11,9 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archsearch.errors import ConfigError
-from archsearch.gates import get_gate_info
-from archsearch.pruning.cost import COSTS
-from archsearch.pruning.groups import check_granularity
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -46,6 +43,11 @@ class TrialConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        # imported here so that the CLI can read the defaults without loading torch
+        from archsearch.gates import get_gate_info
+        from archsearch.pruning.cost import COSTS
+        from archsearch.pruning.groups import check_granularity
+
         get_gate_info(self.gate)
         check_granularity(self.granularity)
         _require(self.penalty_lambda >= 0, "penalty_lambda", self.penalty_lambda, "a number >= 0")
@@ -81,6 +83,8 @@ class TrialConfig:
 
     @property
     def resolved_pretrain_epochs(self) -> int:
+        from archsearch.gates import get_gate_info
+
         if self.pretrain_epochs is not None:
             return self.pretrain_epochs
         return 1 if get_gate_info(self.gate).cls.requires_warmup else 0
@@ -103,3 +107,12 @@ class TrialConfig:
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise ConfigError(f"{key} = {value!r} is invalid: expected {expected}")
+
+
+def default_values() -> dict[str, Any]:
+    """TrialConfig's scalar defaults, read without building one (validation imports torch)."""
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(TrialConfig)
+        if f.default is not dataclasses.MISSING
+    }

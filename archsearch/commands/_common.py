@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,3 +20,13 @@ def key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
             raise ArchSearchError(f"{flag} expects KEY=VALUE, got {pair!r}")
         options[key] = yaml.safe_load(value)
     return options
+
+
+def add_tracking_uri(parser: argparse.ArgumentParser, what: str = "MLflow store") -> None:
+    """The one --tracking-uri flag every MLflow-facing command shares."""
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        metavar="URI",
+        help=f"{what} (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in this folder)",
+    )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from archsearch.commands._common import key_values
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from archsearch.config import TrialConfig
+    from archsearch.config import default_values
 
-    d = TrialConfig()
+    d = SimpleNamespace(**default_values())
     p = commands.add_parser(
         "train",
         help="run one pruning trial: train gated, harden, fine-tune, evaluate, count FLOPs",
