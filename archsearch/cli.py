@@ -18,7 +18,7 @@ from archsearch.errors import ArchSearchError
 EXIT_USER_ERROR = 2
 
 #: command modules, in the order ``archsearch --help`` lists them
-COMMANDS: tuple[str, ...] = ("search", "train", "gates", "pareto", "ui", "export")
+COMMANDS: tuple[str, ...] = ("search", "train", "gates", "pareto", "ui", "export", "dashboard")
 
 
 class _Parser(argparse.ArgumentParser):
