@@ -36,6 +36,12 @@ class TrainSettings:
     penalty_target: float | None = None
 
 
+def _adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """Adam with the fused kernel: one pass per tensor instead of ~8. A weight-granularity
+    gate adds one parameter per weight, so the optimizer step is a real share of its cost."""
+    return torch.optim.Adam(groups, fused=True)
+
+
 def penalty(ratio: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
     """lambda * ratio, or lambda * (ratio - target)^2 when a cost target is set."""
     if settings.penalty_target is None:
@@ -114,7 +120,7 @@ def train_gated(
 ) -> list[dict[str, Any]]:
     """Cross-entropy plus the normalised cost penalty; ARM gates get their antithetic pass."""
     gated.calibrate()
-    optimizer = torch.optim.Adam(
+    optimizer = _adam(
         [
             {"params": list(gated.base.parameters()), "lr": settings.lr},
             {"params": gated.gate_parameters(), "lr": settings.gate_lr},
@@ -153,7 +159,8 @@ def _gated_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     logits = gated(xb)
     data_loss = F.cross_entropy(logits, yb)
-    loss = data_loss + penalty(cost.ratio(gated.keep_probabilities()), settings)
+    keep = gated.keep_probabilities(gated.last_scores)
+    loss = data_loss + penalty(cost.ratio(keep), settings)
     _check_finite(loss, "gated", epoch, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -206,7 +213,7 @@ def _plain_epochs(
     on_epoch: EpochCallback | None,
     keep_zeros: bool = False,
 ) -> list[dict[str, Any]]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    optimizer = _adam([{"params": list(model.parameters()), "lr": settings.lr}])
     masks = _zero_masks(model) if keep_zeros else {}
     history = []
     model.train()

@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory(prefix="archsearch-overhead-") as tmp:
@@ -96,7 +96,49 @@ def report(outcome, uri: str, wall: float, started: float, lines, args) -> None:
         f"end of search after the last trial was logged: {started + wall - last_logged:.1f} s "
         f"({len(outcome.front)} front models in MLflow's PyTorch flavour + dashboard)"
     )
-    print(f"fvcore FLOPs count of one LeNet-300-100: {flops_seconds():.3f} s")
+    fixed = (first_logged - started - trial_seconds_of_first(runs)) + (started + wall - last_logged)
+    print(
+        f"fixed part: start-up beyond the first trial's compute + end = {fixed:.1f} s, i.e. "
+        f"{fixed * args.concurrency / len(runs):.2f} s of the overhead per trial; the rest, "
+        f"{overhead - fixed * args.concurrency / len(runs):.2f} s, is per-trial scheduling "
+        "and logging"
+    )
+    print("fixed costs, timed on their own:")
+    for name, seconds in fixed_costs(args.concurrency).items():
+        print(f"  {name}: {seconds:.2f} s")
+    print(
+        f"  fvcore FLOPs count of one LeNet-300-100 (per trial, inside it): {flops_seconds():.3f} s"
+    )
+
+
+def trial_seconds_of_first(runs) -> float:
+    first = min(runs, key=lambda r: r.info.end_time)
+    return first.data.metrics["trial_seconds"]
+
+
+def fixed_costs(concurrency: int) -> dict[str, float]:
+    import ray
+
+    from archsearch.config import TrialConfig
+    from archsearch.tracking import SearchTracker
+    from archsearch.trial import load_data
+
+    costs = {}
+    start = time.perf_counter()
+    ray.init(address="local", num_cpus=concurrency, include_dashboard=False, log_to_driver=False)
+    costs["ray.init (local, then shutdown)"] = time.perf_counter() - start
+    ray.shutdown()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        SearchTracker("fixed-costs", tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+        costs["MLflow: new SQLite store + experiment + parent run"] = time.perf_counter() - start
+        start = time.perf_counter()
+        SearchTracker("fixed-costs-2", tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+        costs["MLflow: existing store, new experiment + parent run"] = time.perf_counter() - start
+    start = time.perf_counter()
+    load_data(TrialConfig(model="lenet_300_100", data="fashion_mnist"))
+    costs["Fashion-MNIST load (driver check; again once per worker)"] = time.perf_counter() - start
+    return costs
 
 
 def flops_seconds() -> float:

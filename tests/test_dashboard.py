@@ -314,8 +314,8 @@ def test_mlflow_ui_lists_the_runs_and_opens_the_dashboard_link(search, browser, 
         ui.stdout.readline()
         url = ui.stdout.readline().split()[-1]
         exp = search["tracker"].experiment_id
-        assert url == f"{base}/#/experiments/{exp}"
-        _goto_when_up(page, f"{url}/runs", ui)
+        assert url == f"{base}/#/experiments/{exp}/runs"
+        _goto_when_up(page, url, ui)
         runs = len(search["runs"]) + 1  # the children and the search's parent run
         page.get_by_text(f"{runs} matching runs").wait_for(timeout=60_000)
         parent = search["client"].get_run(search["tracker"].parent_run_id).info.run_name

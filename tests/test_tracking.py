@@ -366,7 +366,7 @@ def test_ui_serves_the_store_with_the_front_filter(search, store) -> None:
         first = ui.stdout.readline()
         url = ui.stdout.readline().split()[-1]
         assert first.startswith("MLflow UI on sqlite:///")
-        assert url == f"{base}/#/experiments/{search['tracker'].experiment_id}"
+        assert url == f"{base}/#/experiments/{search['tracker'].experiment_id}/runs"
         deadline = time.monotonic() + 60
         while True:
             try:

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _url(base: str, experiment_id: str | None) -> str:
     base = base.rstrip("/")
-    return f"{base}/#/experiments/{experiment_id}" if experiment_id else f"{base}/"
+    # MLflow 3 opens an experiment on its overview page; /runs goes straight to the runs table
+    return f"{base}/#/experiments/{experiment_id}/runs" if experiment_id else f"{base}/"
 
 
 def _how_to_see_the_front() -> str:

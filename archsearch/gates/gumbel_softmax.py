@@ -9,10 +9,9 @@ from torch import nn
 
 from archsearch.errors import ConfigError
 from archsearch.gates.base import Gate
+from archsearch.gates.noise import logistic_noise
 from archsearch.gates.registry import register_gate
 
-#: keeps log(u) finite; torch.rand is already below 1, which keeps the outer log finite
-EPS = 1e-10
 #: a little init noise so gates at drop rate 0.5 do not all sit exactly on the eval threshold
 INIT_STD = 1e-2
 
@@ -52,8 +51,8 @@ class GumbelSoftmaxGate(Gate):
         self.register_buffer("tau", torch.tensor(self.tau0))
 
     def sample(self, scores: torch.Tensor | None = None) -> torch.Tensor:
-        noise = self._gumbel() - self._gumbel()
-        y = torch.sigmoid((self.theta + noise) / self.tau)
+        # g1 - g2 of two Gumbel(0, 1) draws is exactly Logistic(0, 1): one draw, one logit
+        y = torch.sigmoid((self.theta + logistic_noise(self.theta)) / self.tau)
         hard = (y > 0.5).to(y.dtype)
         # y - y.detach() is exactly 0 in value but carries y's gradient: z is exactly binary.
         return hard + (y - y.detach())
@@ -71,7 +70,3 @@ class GumbelSoftmaxGate(Gate):
     def set_progress(self, progress: float) -> None:
         progress = min(max(float(progress), 0.0), 1.0)
         self.tau.fill_(self.tau0 * (self.tau_min / self.tau0) ** progress)
-
-    def _gumbel(self) -> torch.Tensor:
-        u = torch.rand(self.n, device=self._device(), dtype=self._dtype())
-        return -torch.log(-torch.log(u.clamp_min(EPS)))

@@ -9,13 +9,13 @@ from torch import nn
 
 from archsearch.errors import ConfigError
 from archsearch.gates.base import Gate
+from archsearch.gates.noise import logistic_noise
 from archsearch.gates.registry import register_gate
 
 BETA = 2.0 / 3.0
 GAMMA = -0.1
 ZETA = 1.1
 #: keeps log(u) and log(1 - u) finite in the concrete sample
-EPS = 1e-6
 #: the authors' range for log_alpha; beyond it gates are decided and gradients only drift
 LOG_ALPHA_MIN = math.log(1e-2)
 LOG_ALPHA_MAX = math.log(1e2)
@@ -48,9 +48,7 @@ class HardConcreteGate(Gate):
 
     def sample(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         # One u per group per call: the same gate value for every example of the minibatch.
-        u = torch.rand(self.n, device=self._device(), dtype=self._dtype())
-        u = u * (1.0 - 2.0 * EPS) + EPS
-        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / BETA)
+        s = torch.sigmoid((logistic_noise(self.log_alpha) + self.log_alpha) / BETA)
         return torch.clamp(s * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
     def keep_probability(self, scores: torch.Tensor | None = None) -> torch.Tensor:

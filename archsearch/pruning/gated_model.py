@@ -47,6 +47,8 @@ class GatedModel(nn.Module):
             {_gate_key(g.name): self._make_gate(g, options) for g in self.groups}
         )
         self.gating = True
+        #: the weight scores of the last training forward, for the penalty of the same step
+        self.last_scores: dict[str, torch.Tensor | None] | None = None
         self._active: dict[str, torch.Tensor] | None = None
         self._modules_by_name = dict(base.named_modules())
         self._handles: list[Any] = []
@@ -84,8 +86,13 @@ class GatedModel(nn.Module):
         rows = [self.weight_of(p).pow(2).flatten(1) for p in group.producers]
         return torch.cat(rows, dim=1).mean(1)
 
-    def keep_probabilities(self) -> dict[str, torch.Tensor]:
-        return {g.name: self.gate(g.name).keep_probability(self.scores(g)) for g in self.groups}
+    def keep_probabilities(
+        self, scores: dict[str, torch.Tensor | None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-group keep probabilities; pass ``last_scores`` of the forward just run to reuse
+        its weight scores (and their autograd graph) instead of squaring every weight again."""
+        scores = scores if scores is not None else {g.name: self.scores(g) for g in self.groups}
+        return {g.name: self.gate(g.name).keep_probability(scores[g.name]) for g in self.groups}
 
     @torch.no_grad()
     def hard_masks(self) -> dict[str, torch.Tensor]:
@@ -103,7 +110,9 @@ class GatedModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.gating:
             return self.base(x)
-        self._active = {g.name: self.gate(g.name)(self.scores(g)) for g in self.groups}
+        scores = {g.name: self.scores(g) for g in self.groups}
+        self.last_scores = scores if self.training else None
+        self._active = {g.name: self.gate(g.name)(scores[g.name]) for g in self.groups}
         try:
             masked = {
                 f"{g.name}.weight": self.weight_of(g.name)
