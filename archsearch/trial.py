@@ -94,12 +94,15 @@ def run_trial(
     data = _to_device(data or load_data(config), device)
     shape = data.input_shape
     model = create_model(config.model, shape, data.num_classes, **config.model_options).to(device)
-    groups = find_groups(model, shape, config.granularity, gate_inputs=config.gate_inputs)
+    geometry = layer_geometry(model, shape)
+    groups = find_groups(
+        model, shape, config.granularity, gate_inputs=config.gate_inputs, geometry=geometry
+    )
     dense_flops = count_flops(model, shape).total
     dense_params = count_params(model)
     widths = dense_widths(model)
     gated = GatedModel(model, groups, config.gate, config.gate_options).to(device)
-    cost = CostModel(layer_geometry(model, shape), groups, config.penalty_cost)
+    cost = CostModel(geometry, groups, config.penalty_cost)
     settings = settings_of(config)
     generator = torch.Generator().manual_seed(config.seed)
 

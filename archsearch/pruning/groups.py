@@ -137,15 +137,21 @@ def _geometry(name: str, module: nn.Module, out_shape: tuple[int, ...]) -> Layer
 
 
 def find_groups(
-    model: nn.Module, input_shape: tuple[int, ...], granularity: str, *, gate_inputs: bool = False
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    granularity: str,
+    *,
+    gate_inputs: bool = False,
+    geometry: dict[str, LayerGeometry] | None = None,
 ) -> list[GroupSpec]:
     """The groups a gate method will switch on ``model`` at ``granularity``.
 
     Raises GranularityError when the model has nothing to gate at that granularity, so a
-    search never trains a model that cannot be pruned the way it was asked.
+    search never trains a model that cannot be pruned the way it was asked. Pass the model's
+    ``layer_geometry`` when the caller needs it too, to trace the model once.
     """
     check_granularity(granularity)
-    geometry = layer_geometry(model, input_shape)
+    geometry = geometry if geometry is not None else layer_geometry(model, input_shape)
     if granularity == "weight":
         if gate_inputs:
             raise ConfigError("gate_inputs applies to neuron granularity, not weight")
