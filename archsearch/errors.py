@@ -3,6 +3,8 @@
 Messages name what was wrong, where, and what to do, so the user never needs a traceback.
 """
 
+import re
+
 
 class ArchSearchError(Exception):
     """Base class for every user-facing error."""
@@ -30,3 +32,32 @@ class FlopCountError(ArchSearchError):
 
 class DegenerateTrialError(ArchSearchError):
     """Training diverged (NaN loss) or pruned a network into uselessness."""
+
+
+# -- one line out of an error, for tags, progress lines and one-line messages -----------------
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type name when it has none): what a
+    one-line error quotes from a library's multi-line report."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def error_summary(text: str, limit: int = 500) -> str:
+    """The line a user needs from a traceback: the exception line ending it (Ray prefixes
+    pages of its own frames), else the start of the text."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    exceptions = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    summary = exceptions[-1] if exceptions else text.strip()
+    return (summary or "no error text")[:limit]
+
+
+def short_error(text: str, limit: int = 200) -> str:
+    """``error_summary`` without the exception's module path, for a progress line, e.g.
+    ``DegenerateTrialError: loss became nan in gated epoch 1 step 1``."""
+    head, sep, message = error_summary(text, limit=10_000).partition(": ")
+    name = head.rsplit(".", 1)[-1]
+    return (f"{name}: {message}" if sep else name)[:limit]

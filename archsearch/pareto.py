@@ -18,6 +18,10 @@ import numpy as np
 
 DIRECTIONS = ("max", "min")
 
+#: the objectives every front is computed over, with their only sensible direction: the one
+#: definition the space file, the tracker and the dashboard all read
+OBJECTIVES: dict[str, str] = {"val_accuracy": "max", "flops": "min"}
+
 #: the columns of ``pareto.csv`` and ``archsearch pareto --csv``, in order
 FRONT_COLUMNS = (
     "run_id",
