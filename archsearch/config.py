@@ -1,7 +1,8 @@
 """The configuration of one trial, validated once when it is built.
 
-A ``TrialConfig`` is everything ``run_trial`` needs; the CLI builds one from flags and the
-search builds one per sampled point. A bad value raises ConfigError naming the key.
+A ``TrialConfig`` is everything ``run_trial`` and the training loops need; ``archsearch train``
+generates its flags from the fields (their metadata holds each flag's help) and the search
+builds one per sampled point. A bad value raises ConfigError naming the key.
 """
 
 from __future__ import annotations
@@ -15,32 +16,89 @@ from archsearch.errors import ConfigError
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def _setting(help_text: str, *, flag: str | None = None) -> dict[str, Any]:
+    """A field's metadata for its command-line flag (``--<field-name>`` unless ``flag``
+    says otherwise). ``{models}``, ``{datasets}``, ``{gates}``, ``{warmup_gates}``,
+    ``{granularities}`` and ``{costs}`` in the help are filled in from the registries."""
+    return {"help": help_text, "flag": flag}
+
+
 @dataclass(frozen=True)
 class TrialConfig:
-    """One pruning trial: model, data, gate method, granularity, penalty and schedule."""
+    """One pruning trial: model, data, gate method, granularity, penalty and schedule.
 
-    model: str = "lenet_300_100"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    data: str = "fashion_mnist"
-    data_root: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    val_fraction: float = 0.1
-    gate: str = "hard_concrete"
-    gate_options: dict[str, Any] = field(default_factory=dict)
-    granularity: str = "weight"
-    gate_inputs: bool = False
-    penalty_lambda: float = 0.1
-    penalty_cost: str = "flops"
-    penalty_target: float | None = None
-    epochs: int = 10
-    finetune_epochs: int = 2
+    Each field carries the help of its ``archsearch train`` flag, so a setting is spelled once.
+    """
+
+    model: str = field(default="lenet_300_100", metadata=_setting("model name: {models}"))
+    model_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_setting("model option, e.g. hidden=[64,32]; repeatable", flag="--model-option"),
+    )
+    data: str = field(default="fashion_mnist", metadata=_setting("data set: {datasets}"))
+    data_root: str | None = field(
+        default=None, metadata=_setting("folder holding the data set's files")
+    )
+    data_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_setting(
+            "data set option, e.g. download=true (torchvision download, needs internet)",
+            flag="--data-option",
+        ),
+    )
+    val_fraction: float = field(
+        default=0.1, metadata=_setting("share of the training set held out for validation")
+    )
+    gate: str = field(
+        default="hard_concrete",
+        metadata=_setting("gate method: {gates} (see `archsearch gates`)"),
+    )
+    gate_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_setting("gate option, e.g. tau_min=0.2; repeatable", flag="--gate-option"),
+    )
+    granularity: str = field(
+        default="weight", metadata=_setting("what one gate switches: {granularities}")
+    )
+    gate_inputs: bool = field(
+        default=False,
+        metadata=_setting("also gate the input features (neuron granularity on an MLP)"),
+    )
+    penalty_lambda: float = field(
+        default=0.1,
+        metadata=_setting(
+            "penalty weight; the penalty is expected cost / dense cost, in [0, 1]", flag="--lambda"
+        ),
+    )
+    penalty_cost: str = field(
+        default="flops", metadata=_setting("what the penalty counts: {costs}", flag="--cost")
+    )
+    penalty_target: float | None = field(
+        default=None,
+        metadata=_setting(
+            "cost ratio to aim at: penalty becomes lambda * (ratio - target)^2", flag="--target"
+        ),
+    )
+    epochs: int = field(default=10, metadata=_setting("gated training epochs"))
+    finetune_epochs: int = field(
+        default=2, metadata=_setting("epochs of training the hardened subnetwork")
+    )
     #: None: one warm-up epoch for gates that need trained weights, none otherwise
-    pretrain_epochs: int | None = None
-    batch_size: int = 128
-    lr: float = 1e-3
-    gate_lr: float = 1e-2
-    seed: int = 0
-    device: str = "auto"
+    pretrain_epochs: int | None = field(
+        default=None,
+        metadata=_setting(
+            "dense warm-up epochs before gating (default: 1 for {warmup_gates}, else 0)"
+        ),
+    )
+    batch_size: int = field(default=128, metadata=_setting("minibatch size"))
+    lr: float = field(default=1e-3, metadata=_setting("Adam learning rate of the weights"))
+    gate_lr: float = field(
+        default=1e-2, metadata=_setting("Adam learning rate of the gate parameters")
+    )
+    seed: int = field(
+        default=0, metadata=_setting("seed of the initialisation, data split and shuffling")
+    )
+    device: str = field(default="auto", metadata=_setting("auto (CUDA when visible), cpu or cuda"))
 
     def __post_init__(self) -> None:
         # imported here so that the CLI can read the defaults without loading torch
@@ -107,12 +165,3 @@ class TrialConfig:
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise ConfigError(f"{key} = {value!r} is invalid: expected {expected}")
-
-
-def default_values() -> dict[str, Any]:
-    """TrialConfig's scalar defaults, read without building one (validation imports torch)."""
-    return {
-        f.name: f.default
-        for f in dataclasses.fields(TrialConfig)
-        if f.default is not dataclasses.MISSING
-    }

@@ -15,11 +15,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shlex
 import tempfile
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,13 +24,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from archsearch.pareto import non_dominated
+from archsearch.pareto import OBJECTIVES, non_dominated
+from archsearch.tracking import (
+    DEFAULT_DB,
+    artifact_progress_bars_off,
+    child_runs,
+    download_artifact,
+    local_artifact_dir,
+    open_search,
+    param_from_text,
+    slug,
+)
 
 PAYLOAD_FORMAT = "archsearch.dashboard/1"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
 ARTIFACT_NAME = "dashboard.html"
-#: the objectives the dashboard's front is drawn on
-OBJECTIVES = {"val_accuracy": "max", "flops": "min"}
 _PLACEHOLDER = "__ARCHSEARCH_DASHBOARD_PAYLOAD__"
 _LAYER_KEYS = ("name", "type", "in", "out", "dense_in", "dense_out", "density", "flops")
 _FAILED = ("FAILED", "KILLED")
@@ -73,19 +78,9 @@ def collect(
 ) -> dict[str, Any]:
     """Everything the page shows about one search (the most recent one of ``experiment``, or
     ``parent_run_id``), as plain JSON types. Reads each run's ``subnetwork.json`` once."""
-    from archsearch.tracking import (
-        child_runs,
-        find_experiment_id,
-        open_client,
-        require_store,
-        resolve_tracking_uri,
+    client, uri, experiment_id, parent = open_search(
+        experiment, tracking_uri, parent_run_id=parent_run_id
     )
-
-    uri = resolve_tracking_uri(tracking_uri)
-    require_store(uri)
-    client = open_client(uri)
-    experiment_id = find_experiment_id(client, experiment)
-    parent = _parent_run(client, experiment, experiment_id, uri, parent_run_id)
     runs = sorted(
         child_runs(client, experiment_id, parent.info.run_id), key=lambda r: r.info.start_time
     )
@@ -116,18 +111,6 @@ def collect(
     )
 
 
-def _parent_run(client: Any, experiment: str, experiment_id: str, uri: str, run_id: str | None):
-    from archsearch.tracking import TrackingError, latest_parent_run
-
-    parent = client.get_run(run_id) if run_id else latest_parent_run(client, experiment_id)
-    if parent is None:
-        raise TrackingError(
-            f"experiment {experiment!r} in {uri} holds no archsearch search; run "
-            f"`archsearch search` on its space first"
-        )
-    return parent
-
-
 def _default_ui_url(uri: str) -> str:
     """A tracking server serves its own UI; a local store is opened with ``archsearch ui``."""
     return uri if uri.startswith(("http://", "https://")) else DEFAULT_UI_URL
@@ -136,8 +119,6 @@ def _default_ui_url(uri: str) -> str:
 def _export_flags(uri: str) -> str:
     """``--tracking-uri`` for the export command, unless the store is the default one of the
     folder the dashboard was built in (then the bare command works there)."""
-    from archsearch.tracking import DEFAULT_DB
-
     default = f"sqlite:///{Path(DEFAULT_DB).absolute()}"
     return "" if uri == default else f" --tracking-uri {shlex.quote(uri)}"
 
@@ -158,7 +139,7 @@ def _run_row(
         or "?",
         # the latest values of the per-epoch curves say little; the MLflow link has them all
         "metrics": {k: v for k, v in data.metrics.items() if not k.startswith("epoch/")},
-        "params": {k: _param(v) for k, v in data.params.items()},
+        "params": {k: param_from_text(v) for k, v in data.params.items()},
         "tags": tags,
         "url": f"{ui_base}/#/experiments/{experiment_id}/runs/{info.run_id}",
         "on_front": False,
@@ -166,7 +147,7 @@ def _run_row(
     if subnetwork:
         row.update(_subnetwork_fields(subnetwork))
     if info.status == "FINISHED":
-        name = _file_stem(row["name"])
+        name = slug(row["name"], "model")
         row["export"] = f"archsearch export {info.run_id} --format onnx -o {name}.onnx{flags}"
     return row
 
@@ -184,14 +165,6 @@ def _subnetwork_fields(subnetwork: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _param(text: str) -> Any:
-    """MLflow keeps params as text; the search wrote numbers and lists as JSON."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def _json_safe(value: Any) -> Any:
     """JSON has no NaN or Infinity (the browser's JSON.parse rejects them): a diverged metric
     is shown as missing."""
@@ -202,10 +175,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(item) for item in value]
     return value
-
-
-def _file_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
 
 
 def _mark_front(rows: list[dict[str, Any]]) -> None:
@@ -245,7 +214,7 @@ def _hypervolume_history(client: Any, parent_run_id: str) -> list[list[float]]:
 def _read_subnetworks(client: Any, runs: list[Any]) -> dict[str, dict[str, Any]]:
     """``subnetwork.json`` of every run that has one. A local store's files are read in place
     (no copy); a server's are downloaded in parallel, since each is one round trip."""
-    local = {r.info.run_id: _local_dir(r.info.artifact_uri) for r in runs}
+    local = {r.info.run_id: local_artifact_dir(r.info.artifact_uri) for r in runs}
     found = {
         run_id: _read_json(folder / "subnetwork.json")
         for run_id, folder in local.items()
@@ -256,8 +225,6 @@ def _read_subnetworks(client: Any, runs: list[Any]) -> dict[str, dict[str, Any]]
         r.info.run_id for r in runs if local[r.info.run_id] is None and r.info.status == "FINISHED"
     ]
     if remote:
-        from archsearch.tracking import artifact_progress_bars_off
-
         with (
             tempfile.TemporaryDirectory(prefix="archsearch-dashboard-") as tmp,
             artifact_progress_bars_off(),
@@ -268,24 +235,11 @@ def _read_subnetworks(client: Any, runs: list[Any]) -> dict[str, dict[str, Any]]
     return {run_id: sub for run_id, sub in found.items() if sub}
 
 
-def _local_dir(artifact_uri: str | None) -> Path | None:
-    """The run's artifact folder when it is on this machine (a server may hand out file: URIs
-    of its own disk: those are downloaded instead)."""
-    if not artifact_uri or not artifact_uri.startswith("file:"):
-        return None
-    folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(artifact_uri).path))
-    return folder if folder.is_dir() else None
-
-
 def _download(client: Any, run_id: str, into: Path) -> dict[str, Any] | None:
-    from mlflow.exceptions import MlflowException
-
     into.mkdir(parents=True)
-    try:
-        path = client.download_artifacts(run_id, "subnetwork.json", str(into))
-    except (MlflowException, OSError):  # no subnetwork to show; the run's link still works
-        return None
-    return _read_json(Path(path))
+    path = download_artifact(client, run_id, "subnetwork.json", into)
+    # None: no subnetwork to show; the run's link still works
+    return _read_json(path) if path is not None else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -332,6 +286,6 @@ def write_dashboard(
 
 
 def log_dashboard(client: Any, parent_run_id: str, html: str) -> None:
-    """Attach the page to the search's parent run as ``dashboard.html`` (beside pareto.html),
+    """Attach the page to the search's parent run as ``dashboard.html`` (beside pareto.csv),
     so it is one click away in the MLflow UI. ``client`` is an ``mlflow.MlflowClient``."""
     client.log_text(parent_run_id, html, ARTIFACT_NAME)

@@ -10,7 +10,6 @@ seeded permutation, so the test set is only ever reported.
 from __future__ import annotations
 
 import gzip
-import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from archsearch.errors import ConfigError, DataNotFoundError, UnknownNameError
+from archsearch.errors import ConfigError, DataNotFoundError
+from archsearch.registry import Registry, check_options, option_defaults
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
@@ -67,47 +67,58 @@ class RawData:
 Loader = Callable[..., RawData]
 
 
+Geometry = tuple[tuple[int, ...], int]  # (input shape, class count)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registry entry. A loader is ``(root, *, options)``: its keyword-only args are options."""
+    """A registry entry. A loader is ``(root, *, options)``: its keyword-only args are options.
+    Its geometry is fixed, or a function of the options (``geometry_of``), or unknown (None)."""
 
     name: str
     loader: Loader
     description: str
+    fixed_geometry: Geometry | None = None
+    geometry_of: Callable[[dict[str, Any]], Geometry] | None = None
 
     def option_defaults(self) -> dict[str, Any]:
-        params = inspect.signature(self.loader).parameters.values()
-        return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        return option_defaults(self.loader)
+
+    def geometry(self, options: dict[str, Any] | None = None) -> Geometry | None:
+        """Input shape and class count without loading, so a search space can build its model
+        before any trial starts; None for a data set that has to be loaded to tell."""
+        if self.geometry_of is not None:
+            return self.geometry_of({**self.option_defaults(), **(options or {})})
+        return self.fixed_geometry
 
 
-_DATASETS: dict[str, DatasetInfo] = {}
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
-def register_dataset(name: str, description: str) -> Callable[[Loader], Loader]:
-    """Decorator that adds a loader to the registry under ``name``."""
-
-    def add(loader: Loader) -> Loader:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _DATASETS[name] = DatasetInfo(name, loader, description)
-        return loader
-
-    return add
+def register_dataset(
+    name: str,
+    description: str,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    geometry: Callable[[dict[str, Any]], Geometry] | None = None,
+) -> Callable[[Loader], Loader]:
+    """Decorator that adds a loader to the registry under ``name``, with its geometry: a fixed
+    ``input_shape`` and ``num_classes``, or ``geometry``, a function of the options."""
+    fixed = (tuple(input_shape), num_classes) if input_shape and num_classes else None
+    return DATASETS.decorator(
+        name, lambda loader: DatasetInfo(name, loader, description, fixed, geometry)
+    )
 
 
 def list_datasets() -> list[str]:
     """Registered names, in registration order."""
-    return list(_DATASETS)
+    return DATASETS.names()
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
     """The registry entry for ``name``; the CLI and config validation read options from it."""
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(_DATASETS)}"
-        ) from None
+    return DATASETS.get(name)
 
 
 def load_dataset(
@@ -122,13 +133,7 @@ def load_dataset(
     info = get_dataset_info(name)
     if not 0.0 < val_fraction <= 0.5:
         raise ConfigError(f"dataset {name!r}: val_fraction must be in (0, 0.5], got {val_fraction}")
-    allowed = info.option_defaults()
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(
-                f"dataset {name!r} has no option {key!r}; its options are: "
-                f"{', '.join(sorted(allowed)) or '(none)'}"
-            )
+    check_options(DATASETS.kind, name, options, info.option_defaults())
     raw = info.loader(Path(root).expanduser() if root is not None else None, **options)
     return _split(name, raw, val_fraction, seed)
 
@@ -265,28 +270,44 @@ def _download_idx(name: str, root: Path | None, torchvision_dir: str) -> None:
     dataset_cls(str(root), train=False, download=True)
 
 
-@register_dataset("fashion_mnist", "Fashion-MNIST, 28x28 grey clothing images, 10 classes")
-def fashion_mnist(root: Path | None, *, download: bool = False) -> RawData:
-    how_to = (
-        "install them with `apt-get install dataset-fashion-mnist`, point --data-root DIR at a "
-        "folder holding the IDX files, or set `download: true` with a data root when online"
-    )
-    return _load_idx("fashion_mnist", root, "FashionMNIST", DEBIAN_FASHION_MNIST, download, how_to)
+def _register_idx(
+    name: str, description: str, torchvision_dir: str, default: Path | None, how_to: str
+) -> None:
+    """An IDX data set: MNIST's file format and geometry (28x28 grey images, 10 classes)."""
+
+    def load(root: Path | None, *, download: bool = False) -> RawData:
+        return _load_idx(name, root, torchvision_dir, default, download, how_to)
+
+    register_dataset(name, description, input_shape=(1, 28, 28), num_classes=10)(load)
 
 
-@register_dataset("mnist", "MNIST, 28x28 grey handwritten digits, 10 classes")
-def mnist(root: Path | None, *, download: bool = False) -> RawData:
-    how_to = (
-        "point --data-root DIR at a folder holding the IDX files (or DIR/MNIST/raw), "
-        "or set `download: true` with a data root when online"
-    )
-    return _load_idx("mnist", root, "MNIST", None, download, how_to)
+_register_idx(
+    "fashion_mnist",
+    "Fashion-MNIST, 28x28 grey clothing images, 10 classes",
+    "FashionMNIST",
+    DEBIAN_FASHION_MNIST,
+    "install them with `apt-get install dataset-fashion-mnist`, point --data-root DIR at a "
+    "folder holding the IDX files, or set `download: true` with a data root when online",
+)
+_register_idx(
+    "mnist",
+    "MNIST, 28x28 grey handwritten digits, 10 classes",
+    "MNIST",
+    None,
+    "point --data-root DIR at a folder holding the IDX files (or DIR/MNIST/raw), "
+    "or set `download: true` with a data root when online",
+)
 
 
 # -- CIFAR-10 -----------------------------------------------------------------------------
 
 
-@register_dataset("cifar10", "CIFAR-10, 32x32 colour images, 10 classes (torchvision layout)")
+@register_dataset(
+    "cifar10",
+    "CIFAR-10, 32x32 colour images, 10 classes (torchvision layout)",
+    input_shape=(3, 32, 32),
+    num_classes=10,
+)
 def cifar10(root: Path | None, *, download: bool = False) -> RawData:
     folder = root / "cifar-10-batches-py" if root is not None else None
     if not download and (folder is None or not folder.is_dir()):
@@ -317,7 +338,12 @@ def cifar10(root: Path | None, *, download: bool = False) -> RawData:
 # -- always available ---------------------------------------------------------------------
 
 
-@register_dataset("digits", "scikit-learn's bundled 8x8 digits (1797 images, offline)")
+@register_dataset(
+    "digits",
+    "scikit-learn's bundled 8x8 digits (1797 images, offline)",
+    input_shape=(1, 8, 8),
+    num_classes=10,
+)
 def digits(root: Path | None) -> RawData:
     """The test split is a fixed stratified 20%, so it is the same whatever the seed."""
     from sklearn.datasets import load_digits
@@ -333,7 +359,11 @@ def digits(root: Path | None) -> RawData:
     return RawData(x[train_idx], y[train_idx], x[test_idx], y[test_idx], num_classes=10)
 
 
-@register_dataset("synthetic", "for tests: Gaussian classes around fixed random images")
+@register_dataset(
+    "synthetic",
+    "for tests: Gaussian classes around fixed random images",
+    geometry=lambda options: (tuple(options["input_shape"]), options["num_classes"]),
+)
 def synthetic(
     root: Path | None,
     *,

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from archsearch.errors import ArchSearchError, ConfigError
+from archsearch.errors import ArchSearchError, ConfigError, first_line
 from archsearch.pruning.flops import count_flops, count_nonzero_params, count_params
 from archsearch.subnetwork import rebuild_subnetwork
 
@@ -256,49 +256,14 @@ def _locate(source: str, tracking_uri: str | None, downloads: Path) -> tuple[Pat
 
 
 def _download_run(run_id: str, tracking_uri: str | None, into: Path) -> None:
-    """The two files from the root of a run's artifacts, where the search logs them. The run
-    and its artifact list are checked first so each failure names what is missing where."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """The two files from the root of a run's artifacts, where the search logs them. Tracking
+    is imported here, not above: only a run id source needs MLflow."""
+    from archsearch.tracking import TrackingError, download_run
 
-    from archsearch.tracking import (
-        artifact_progress_bars_off,
-        require_store,
-        resolve_tracking_uri,
-    )
-
-    uri = resolve_tracking_uri(tracking_uri)
     try:
-        require_store(uri)  # fails fast instead of creating an empty store or retrying minutes
-    except ArchSearchError as error:
-        raise ExportError(f"{run_id!r} is not a directory, and as a run id: {error}") from None
-    client = mlflow.MlflowClient(uri)
-    try:
-        client.get_run(run_id)
-        present = {info.path for info in client.list_artifacts(run_id)}
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ExportError(
-                f"{run_id!r} is neither a directory nor a run in MLflow store {uri}; pass a "
-                f"trial folder, or a run id from `archsearch pareto` (check --tracking-uri)"
-            ) from None
-        raise ExportError(f"cannot read run {run_id} from {uri}: {_first_line(error)}") from None
-    missing = [name for name in (DESCRIPTION, WEIGHTS) if name not in present]
-    if missing:
-        raise ExportError(
-            f"MLflow run {run_id} in {uri} has no {' or '.join(missing)} artifact (it has: "
-            f"{', '.join(sorted(present)) or 'nothing'}); export the run of a finished trial"
-        )
-    try:
-        with artifact_progress_bars_off():
-            for name in (DESCRIPTION, WEIGHTS):
-                mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=name, dst_path=str(into), tracking_uri=uri
-                )
-    except MlflowException as error:
-        raise ExportError(
-            f"cannot download the artifacts of run {run_id} from {uri}: {_first_line(error)}"
-        ) from None
+        download_run(run_id, (DESCRIPTION, WEIGHTS), into, tracking_uri)
+    except TrackingError as error:
+        raise ExportError(str(error)) from None
 
 
 def _read_description(path: Path) -> dict[str, Any]:
@@ -319,7 +284,7 @@ def _rebuild(description: dict[str, Any], weights: Path, source: str) -> nn.Modu
     except Exception as error:  # a mismatched or corrupt pair of files, not a bug here
         raise ExportError(
             f"cannot rebuild the subnetwork of {source} from {DESCRIPTION} + {WEIGHTS} "
-            f"({_first_line(error)}); the two files must come from the same trial"
+            f"({first_line(error)}); the two files must come from the same trial"
         ) from None
 
 
@@ -353,7 +318,7 @@ def _write_verified(
             export_format.write(module, description, staged)
         except Exception as error:
             raise ExportError(
-                f"cannot write this subnetwork as {fmt} ({_first_line(error)}); try another "
+                f"cannot write this subnetwork as {fmt} ({first_line(error)}); try another "
                 f"format: {', '.join(f for f in FORMATS if f != fmt)}"
             ) from None
         diff = _verify(export_format, fmt, staged, reference, description)
@@ -380,7 +345,7 @@ def _verify(
     except Exception as error:
         raise ExportError(
             f"the written {fmt} file does not load in {export_format.runtime} "
-            f"({_first_line(error)}); nothing was written"
+            f"({first_line(error)}); nothing was written"
         ) from None
     worst = 0.0
     for seed, batch in enumerate(VERIFY_BATCHES, start=1):
@@ -400,8 +365,3 @@ def _verify(
             )
         worst = max(worst, diff)
     return worst
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

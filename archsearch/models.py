@@ -4,14 +4,13 @@ Every model is made of standard ``torch.nn`` layers only (Conv2d, BatchNorm2d, L
 pooling, Flatten), because two tools must understand them without help: Torch-Pruning's
 dependency graph (to find and remove coupled channels) and fvcore (to count FLOPs). A builder
 takes ``(input_shape, num_classes, *, options)``; its keyword-only arguments *are* its options,
-so the allowed options and their defaults are read from the signature and cannot drift from
-the code.
+so the allowed options and their defaults are read from the signature (``archsearch.registry``)
+and cannot drift from the code.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ import torchvision
 from torch import nn
 
 from archsearch.errors import ConfigError, UnknownNameError
+from archsearch.registry import Registry, option_defaults
 
 TORCHVISION_PREFIX = "torchvision/"
 
@@ -39,57 +39,52 @@ class ModelInfo:
 
     def option_defaults(self) -> dict[str, Any]:
         """The builder's keyword-only options with their defaults."""
-        params = inspect.signature(self.builder).parameters.values()
-        return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        return option_defaults(self.builder)
 
 
-_MODELS: dict[str, ModelInfo] = {}
+class _ModelRegistry(Registry[ModelInfo]):
+    """The registered models, plus any torchvision classifier as ``torchvision/<name>``."""
+
+    def names(self) -> list[str]:
+        return [*super().names(), f"{TORCHVISION_PREFIX}<name>"]
+
+    def get(self, name: str) -> ModelInfo:
+        if name.startswith(TORCHVISION_PREFIX):
+            tv_name = name.removeprefix(TORCHVISION_PREFIX)
+            _check_torchvision_name(tv_name)
+            builder = functools.partial(_torchvision_model, tv_name)
+            return ModelInfo(name, builder, "a torchvision classifier, random init")
+        return super().get(name)
+
+    def hint(self, name: str) -> str:
+        if name in torchvision.models.list_models(module=torchvision.models):
+            return f" (did you mean '{TORCHVISION_PREFIX}{name}'?)"
+        return ""
+
+
+MODELS = _ModelRegistry("model")
 
 
 def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
     """Decorator that adds a builder to the registry under ``name``."""
-
-    def add(builder: Builder) -> Builder:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = ModelInfo(name, builder, description)
-        return builder
-
-    return add
+    return MODELS.decorator(name, lambda builder: ModelInfo(name, builder, description))
 
 
 def list_models() -> list[str]:
     """Registered names in registration order, then the torchvision pattern."""
-    return [*_MODELS, f"{TORCHVISION_PREFIX}<name>"]
+    return MODELS.names()
 
 
 def get_model_info(name: str) -> ModelInfo:
     """The registry entry for ``name`` (``torchvision/<name>`` included)."""
-    if name.startswith(TORCHVISION_PREFIX):
-        _check_torchvision_name(name.removeprefix(TORCHVISION_PREFIX))
-        builder = functools.partial(_torchvision_model, name.removeprefix(TORCHVISION_PREFIX))
-        return ModelInfo(name, builder, "a torchvision classifier, random init")
-    if name in _MODELS:
-        return _MODELS[name]
-    hint = ""
-    if name in torchvision.models.list_models(module=torchvision.models):
-        hint = f" (did you mean '{TORCHVISION_PREFIX}{name}'?)"
-    choices = ", ".join(list_models())
-    raise UnknownNameError(f"unknown model {name!r}{hint}; choose one of: {choices}")
+    return MODELS.get(name)
 
 
 def create_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, **options: Any
 ) -> nn.Module:
     """Build model ``name`` for inputs of ``input_shape`` (C, H, W or flat) and ``num_classes``."""
-    info = get_model_info(name)
-    allowed = info.option_defaults()
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(
-                f"model {name!r} has no option {key!r}; its options are: "
-                f"{', '.join(sorted(allowed)) or '(none)'}"
-            )
+    info = MODELS.with_options(name, options)
     return info.builder(_check_shape(name, input_shape, num_classes), num_classes, **options)
 
 

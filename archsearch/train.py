@@ -1,7 +1,10 @@
 """Training loops: dense warm-up, gated training with the cost penalty, fine-tuning, evaluation.
 
-Batches are slices of in-memory tensors (``iterate_batches``): on a 2-core machine a
-DataLoader's per-example collation costs more than the small models we train.
+Every phase reads its settings (epochs, batch size, learning rates, penalty) from the trial's
+``TrialConfig``, carried with the data, the shuffling generator and the epoch callback in one
+``TrainingRun``, and runs the same epoch loop (``_epochs``); only the step differs. Batches are
+slices of in-memory tensors (``iterate_batches``): on a 2-core machine a DataLoader's
+per-example collation costs more than the small models we train.
 """
 
 from __future__ import annotations
@@ -16,24 +19,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archsearch.config import TrialConfig
 from archsearch.data import DataSplits, iterate_batches
 from archsearch.errors import DegenerateTrialError
 from archsearch.pruning.cost import CostModel
 from archsearch.pruning.gated_model import GatedModel
 
+#: called with each epoch's record (phase, epoch, losses, accuracies, cost ratios)
 EpochCallback = Callable[[dict[str, Any]], None]
+#: one optimisation step on a batch: (batch x, batch y, epoch, step in epoch) -> (logits, loss)
+_Step = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 10
-    finetune_epochs: int = 2
-    pretrain_epochs: int = 0
-    batch_size: int = 128
-    lr: float = 1e-3
-    gate_lr: float = 1e-2
-    penalty_lambda: float = 0.1
-    penalty_target: float | None = None
+class TrainingRun:
+    """What every phase of one trial shares: the trial's settings, its data splits, the
+    generator that shuffles every phase's batches (one stream, so a trial is reproducible from
+    its seed) and the callback told of each finished epoch."""
+
+    config: TrialConfig
+    data: DataSplits
+    generator: torch.Generator
+    on_epoch: EpochCallback | None = None
 
 
 def _adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -42,11 +49,11 @@ def _adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, fused=True)
 
 
-def penalty(ratio: torch.Tensor, settings: TrainSettings) -> torch.Tensor:
-    """lambda * ratio, or lambda * (ratio - target)^2 when a cost target is set."""
-    if settings.penalty_target is None:
-        return settings.penalty_lambda * ratio
-    return settings.penalty_lambda * (ratio - settings.penalty_target) ** 2
+def penalty(ratio: torch.Tensor, config: TrialConfig) -> torch.Tensor:
+    """penalty_lambda * ratio, or penalty_lambda * (ratio - target)^2 with a cost target."""
+    if config.penalty_target is None:
+        return config.penalty_lambda * ratio
+    return config.penalty_lambda * (ratio - config.penalty_target) ** 2
 
 
 @torch.no_grad()
@@ -91,66 +98,76 @@ class _EpochStats:
         }
 
 
-def pretrain(
-    gated: GatedModel,
-    data: DataSplits,
-    settings: TrainSettings,
-    generator: torch.Generator,
-    on_epoch: EpochCallback | None = None,
+def _epochs(
+    run: TrainingRun,
+    phase: str,
+    epochs: int,
+    step: _Step,
+    summary: Callable[[], dict[str, float]],
 ) -> list[dict[str, Any]]:
+    """The loop every phase shares: shuffled batches, one ``step`` each, then the epoch's
+    record (its ``seconds`` cover the training steps only, not the ``summary``)."""
+    data, history = run.data, []
+    for epoch in range(1, epochs + 1):
+        stats = _EpochStats()
+        batches = iterate_batches(
+            data.train_x,
+            data.train_y,
+            run.config.batch_size,
+            shuffle=True,
+            generator=run.generator,
+        )
+        for index, (xb, yb) in enumerate(batches):
+            logits, loss = step(xb, yb, epoch, index)
+            stats.add(loss, logits, yb)
+        record = stats.record(phase, epoch)
+        record.update(summary())
+        history.append(record)
+        if run.on_epoch:
+            run.on_epoch(record)
+    return history
+
+
+def pretrain(gated: GatedModel, run: TrainingRun) -> list[dict[str, Any]]:
     """Dense warm-up of the base network (gates off): learned thresholds need trained weights."""
-    if settings.pretrain_epochs == 0:
+    epochs = run.config.resolved_pretrain_epochs
+    if epochs == 0:
         return []
     gated.gating = False
     try:
-        return _plain_epochs(
-            gated.base, data, settings, settings.pretrain_epochs, "pretrain", generator, on_epoch
-        )
+        return _plain_epochs(gated.base, run, "pretrain", epochs)
     finally:
         gated.gating = True
 
 
-def train_gated(
-    gated: GatedModel,
-    cost: CostModel,
-    data: DataSplits,
-    settings: TrainSettings,
-    generator: torch.Generator,
-    on_epoch: EpochCallback | None = None,
-) -> list[dict[str, Any]]:
+def train_gated(gated: GatedModel, cost: CostModel, run: TrainingRun) -> list[dict[str, Any]]:
     """Cross-entropy plus the normalised cost penalty; ARM gates get their antithetic pass."""
+    config = run.config
     gated.calibrate()
     optimizer = _adam(
         [
-            {"params": list(gated.base.parameters()), "lr": settings.lr},
-            {"params": gated.gate_parameters(), "lr": settings.gate_lr},
+            {"params": list(gated.base.parameters()), "lr": config.lr},
+            {"params": gated.gate_parameters(), "lr": config.gate_lr},
         ]
     )
-    steps_per_epoch = math.ceil(len(data.train_y) / settings.batch_size)
-    total_steps = max(1, settings.epochs * steps_per_epoch - 1)
-    history, step = [], 0
+    steps_per_epoch = math.ceil(len(run.data.train_y) / config.batch_size)
+    total_steps = max(1, config.epochs * steps_per_epoch - 1)
+
+    def step(
+        xb: torch.Tensor, yb: torch.Tensor, epoch: int, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        done = (epoch - 1) * steps_per_epoch + index  # schedules run over all gated epochs
+        gated.set_progress(min(1.0, done / total_steps))
+        return _gated_step(gated, cost, config, optimizer, xb, yb, epoch, done)
+
     gated.train()
-    for epoch in range(1, settings.epochs + 1):
-        stats = _EpochStats()
-        for xb, yb in iterate_batches(
-            data.train_x, data.train_y, settings.batch_size, shuffle=True, generator=generator
-        ):
-            gated.set_progress(min(1.0, step / total_steps))
-            logits, loss = _gated_step(gated, cost, settings, optimizer, xb, yb, epoch, step)
-            stats.add(loss, logits, yb)
-            step += 1
-        record = stats.record("gated", epoch)  # seconds: training steps only
-        record.update(_gate_summary(gated, cost, data))
-        history.append(record)
-        if on_epoch:
-            on_epoch(record)
-    return history
+    return _epochs(run, "gated", config.epochs, step, lambda: _gate_summary(gated, cost, run.data))
 
 
 def _gated_step(
     gated: GatedModel,
     cost: CostModel,
-    settings: TrainSettings,
+    config: TrialConfig,
     optimizer: torch.optim.Optimizer,
     xb: torch.Tensor,
     yb: torch.Tensor,
@@ -160,7 +177,7 @@ def _gated_step(
     logits = gated(xb)
     data_loss = F.cross_entropy(logits, yb)
     keep = gated.keep_probabilities(gated.last_scores)
-    loss = data_loss + penalty(cost.ratio(keep), settings)
+    loss = data_loss + penalty(cost.ratio(keep), config)
     _check_finite(loss, "gated", epoch, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -183,61 +200,35 @@ def _gate_summary(gated: GatedModel, cost: CostModel, data: DataSplits) -> dict[
     }
 
 
-def finetune(
-    model: nn.Module,
-    data: DataSplits,
-    settings: TrainSettings,
-    generator: torch.Generator,
-    on_epoch: EpochCallback | None = None,
-) -> list[dict[str, Any]]:
+def finetune(model: nn.Module, run: TrainingRun) -> list[dict[str, Any]]:
     """Train the hardened subnetwork; weights that hardening zeroed stay zero."""
-    return _plain_epochs(
-        model,
-        data,
-        settings,
-        settings.finetune_epochs,
-        "finetune",
-        generator,
-        on_epoch,
-        keep_zeros=True,
-    )
+    return _plain_epochs(model, run, "finetune", run.config.finetune_epochs, keep_zeros=True)
 
 
 def _plain_epochs(
-    model: nn.Module,
-    data: DataSplits,
-    settings: TrainSettings,
-    epochs: int,
-    phase: str,
-    generator: torch.Generator,
-    on_epoch: EpochCallback | None,
-    keep_zeros: bool = False,
+    model: nn.Module, run: TrainingRun, phase: str, epochs: int, keep_zeros: bool = False
 ) -> list[dict[str, Any]]:
-    optimizer = _adam([{"params": list(model.parameters()), "lr": settings.lr}])
+    """Plain cross-entropy training (warm-up and fine-tuning), optionally keeping zeros zero."""
+    optimizer = _adam([{"params": list(model.parameters()), "lr": run.config.lr}])
     masks = _zero_masks(model) if keep_zeros else {}
-    history = []
+
+    def step(
+        xb: torch.Tensor, yb: torch.Tensor, epoch: int, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        _check_finite(loss, phase, epoch, index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _reapply(masks)
+        return logits.detach(), loss.detach()
+
     model.train()
-    for epoch in range(1, epochs + 1):
-        stats = _EpochStats()
-        for step, (xb, yb) in enumerate(
-            iterate_batches(
-                data.train_x, data.train_y, settings.batch_size, shuffle=True, generator=generator
-            )
-        ):
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            _check_finite(loss, phase, epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            _reapply(masks)
-            stats.add(loss.detach(), logits.detach(), yb)
-        record = stats.record(phase, epoch)
-        record["val_accuracy"] = evaluate(model, data.val_x, data.val_y)
-        history.append(record)
-        if on_epoch:
-            on_epoch(record)
-    return history
+    data = run.data
+    return _epochs(
+        run, phase, epochs, step, lambda: {"val_accuracy": evaluate(model, data.val_x, data.val_y)}
+    )
 
 
 def _zero_masks(model: nn.Module) -> dict[torch.Tensor, torch.Tensor]:

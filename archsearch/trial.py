@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,10 @@ from archsearch.data import DataSplits, load_dataset
 from archsearch.errors import ConfigError
 from archsearch.models import create_model
 from archsearch.pruning.cost import CostModel
-from archsearch.pruning.flops import count_flops, count_nonzero_params, count_params
+from archsearch.pruning.flops import FlopReport, count_flops, count_nonzero_params, count_params
 from archsearch.pruning.gated_model import GatedModel
 from archsearch.pruning.groups import find_groups, layer_geometry
-from archsearch.pruning.harden import harden
+from archsearch.pruning.harden import HardenedModel, harden
 from archsearch.subnetwork import (
     dense_widths,
     describe_subnetwork,
@@ -35,9 +34,14 @@ from archsearch.subnetwork import (
     save_subnetwork,
     write_json,
 )
-from archsearch.train import TrainSettings, evaluate, finetune, pretrain, train_gated
-
-EpochCallback = Callable[[dict[str, Any]], None]
+from archsearch.train import (
+    EpochCallback,
+    TrainingRun,
+    evaluate,
+    finetune,
+    pretrain,
+    train_gated,
+)
 
 
 @dataclass
@@ -48,6 +52,25 @@ class TrialResult:
     model: nn.Module
 
 
+@dataclass
+class _Built:
+    """The gated model, its cost model, and the dense model's figures taken before gating."""
+
+    gated: GatedModel
+    cost: CostModel
+    input_shape: tuple[int, ...]
+    dense_flops: int
+    dense_params: int
+    dense_widths: dict[str, tuple[int, int]]
+
+
+@dataclass
+class _Trained:
+    hardened: HardenedModel
+    history: list[dict[str, Any]]
+    seconds: float
+
+
 def resolve_device(requested: str) -> torch.device:
     """CUDA when a GPU is visible (Ray sets CUDA_VISIBLE_DEVICES for a trial given one)."""
     if requested == "cuda" and not torch.cuda.is_available():
@@ -55,19 +78,6 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
-
-
-def settings_of(config: TrialConfig) -> TrainSettings:
-    return TrainSettings(
-        epochs=config.epochs,
-        finetune_epochs=config.finetune_epochs,
-        pretrain_epochs=config.resolved_pretrain_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        gate_lr=config.gate_lr,
-        penalty_lambda=config.penalty_lambda,
-        penalty_target=config.penalty_target,
-    )
 
 
 def load_data(config: TrialConfig) -> DataSplits:
@@ -92,6 +102,19 @@ def run_trial(
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     data = _to_device(data or load_data(config), device)
+    built = _build(config, data, device)
+    trained = _train(built, config, data, on_epoch)
+    subnet = trained.hardened.model.eval()
+    flops, metrics = _measure(subnet, built, trained, config, data)
+    description = _describe(subnet, built, trained.hardened, flops, config, data)
+    subnet = subnet.cpu()
+    if out_dir is not None:
+        _write(out_dir, description, subnet, metrics, trained.history)
+    return TrialResult(metrics, description, trained.history, subnet)
+
+
+def _build(config: TrialConfig, data: DataSplits, device: torch.device) -> _Built:
+    """The model with its gates attached, and the dense figures the results are compared to."""
     shape = data.input_shape
     model = create_model(config.model, shape, data.num_classes, **config.model_options).to(device)
     geometry = layer_geometry(model, shape)
@@ -103,42 +126,64 @@ def run_trial(
     widths = dense_widths(model)
     gated = GatedModel(model, groups, config.gate, config.gate_options).to(device)
     cost = CostModel(geometry, groups, config.penalty_cost)
-    settings = settings_of(config)
-    generator = torch.Generator().manual_seed(config.seed)
+    return _Built(gated, cost, shape, dense_flops, dense_params, widths)
 
+
+def _train(
+    built: _Built, config: TrialConfig, data: DataSplits, on_epoch: EpochCallback | None
+) -> _Trained:
+    """Warm-up, gated training, hardening and fine-tuning, on one shuffling stream."""
+    run = TrainingRun(config, data, torch.Generator().manual_seed(config.seed), on_epoch)
     started = time.perf_counter()
-    history = pretrain(gated, data, settings, generator, on_epoch)
-    history += train_gated(gated, cost, data, settings, generator, on_epoch)
-    hardened = harden(gated, shape)
-    history += finetune(hardened.model, data, settings, generator, on_epoch)
-    train_seconds = time.perf_counter() - started
+    history = pretrain(built.gated, run)
+    history += train_gated(built.gated, built.cost, run)
+    hardened = harden(built.gated, built.input_shape)
+    history += finetune(hardened.model, run)
+    return _Trained(hardened, history, time.perf_counter() - started)
 
-    subnet = hardened.model.eval()
+
+def _measure(
+    subnet: nn.Module, built: _Built, trained: _Trained, config: TrialConfig, data: DataSplits
+) -> tuple[FlopReport, dict[str, Any]]:
+    """Accuracy, FLOPs and parameters of the fine-tuned subnetwork against the dense model."""
+    hardened = trained.hardened
     hardened.densities = _densities(subnet, hardened.densities)
-    flops = count_flops(subnet, shape, densities=hardened.densities or None)
+    flops = count_flops(subnet, built.input_shape, densities=hardened.densities or None)
     weight_level = config.granularity == "weight"
     params = count_nonzero_params(subnet) if weight_level else count_params(subnet)
     metrics = {
         "val_accuracy": evaluate(subnet, data.val_x, data.val_y),
         "test_accuracy": evaluate(subnet, data.test_x, data.test_y),
         "flops": flops.total,
-        "flops_ratio": flops.total / dense_flops,
-        "dense_flops": dense_flops,
+        "flops_ratio": flops.total / built.dense_flops,
+        "dense_flops": built.dense_flops,
         "params": params,
-        "params_ratio": params / dense_params,
-        "dense_params": dense_params,
-        "train_seconds": train_seconds,
+        "params_ratio": params / built.dense_params,
+        "dense_params": built.dense_params,
+        "train_seconds": trained.seconds,
         "degenerate": bool(hardened.degenerate_groups),
     }
-    description = describe_subnetwork(
+    return flops, metrics
+
+
+def _describe(
+    subnet: nn.Module,
+    built: _Built,
+    hardened: HardenedModel,
+    flops: FlopReport,
+    config: TrialConfig,
+    data: DataSplits,
+) -> dict[str, Any]:
+    """subnetwork.json: what was kept, how to rebuild it, and the trial that produced it."""
+    return describe_subnetwork(
         hardened,
         model_name=config.model,
         model_options=config.model_options,
-        input_shape=shape,
+        input_shape=built.input_shape,
         num_classes=data.num_classes,
         flops=flops,
-        dense_flops=dense_flops,
-        dense_widths=widths,
+        dense_flops=built.dense_flops,
+        dense_widths=built.dense_widths,
         extra={
             "gate": config.gate,
             "granularity": config.granularity,
@@ -147,12 +192,18 @@ def run_trial(
             "trial_config": config.to_dict(),
         },
     )
-    subnet = subnet.cpu()
-    if out_dir is not None:
-        save_subnetwork(out_dir, description, subnet)
-        write_json(out_dir / "metrics.json", metrics)
-        write_json(out_dir / "history.json", history)
-    return TrialResult(metrics, description, history, subnet)
+
+
+def _write(
+    out_dir: Path,
+    description: dict[str, Any],
+    subnet: nn.Module,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> None:
+    save_subnetwork(out_dir, description, subnet)
+    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "history.json", history)
 
 
 def _densities(model: nn.Module, gated_densities: dict[str, float]) -> dict[str, float]:

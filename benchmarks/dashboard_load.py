@@ -89,10 +89,10 @@ def real_trials(root: Path) -> list[tuple[dict, Path]]:
 
 def varied_metrics(rng: random.Random, dense: int) -> tuple[float, dict]:
     """A point on a noisy trade-off: accuracy falls off as the kept share of FLOPs shrinks."""
-    lam = 10 ** rng.uniform(-3, 1)
+    penalty_lambda = 10 ** rng.uniform(-3, 1)
     ratio = min(1.0, 10 ** rng.uniform(-2.2, 0))
     val = 0.975 - 0.55 * (1 - ratio) ** 12 - abs(rng.gauss(0, 0.06))
-    return lam, {
+    return penalty_lambda, {
         "val_accuracy": val,
         "test_accuracy": val + rng.gauss(0, 0.01),
         "flops": round(dense * ratio),
@@ -109,8 +109,8 @@ def log_search(store: str, trials: list[tuple[dict, Path]], count: int) -> float
     for i in range(count):
         params, folder = trials[i % len(trials)]
         dense = json.loads((folder / "metrics.json").read_text())["dense_flops"]
-        lam, metrics = varied_metrics(rng, dense)
-        params = {**params, "penalty.lambda": lam}
+        penalty_lambda, metrics = varied_metrics(rng, dense)
+        params = {**params, "penalty.lambda": penalty_lambda}
         if rng.random() < 0.05:
             tracker.log_trial(f"t{i:04d}", params, error="DegenerateTrialError: NaN loss")
         else:

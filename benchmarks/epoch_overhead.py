@@ -20,7 +20,7 @@ from archsearch.models import create_model
 from archsearch.pruning.cost import CostModel
 from archsearch.pruning.gated_model import GatedModel
 from archsearch.pruning.groups import find_groups, layer_geometry
-from archsearch.train import TrainSettings, pretrain, train_gated
+from archsearch.train import TrainingRun, pretrain, train_gated
 from archsearch.trial import load_data
 
 SHAPE = (1, 28, 28)
@@ -30,18 +30,22 @@ def best_epoch(history: list[dict]) -> float:
     return min(record["seconds"] for record in history)
 
 
-def plain_seconds(data, settings: TrainSettings) -> float:
+def run_of(data, config: TrialConfig) -> TrainingRun:
+    return TrainingRun(config, data, torch.Generator().manual_seed(0))
+
+
+def plain_seconds(data, config: TrialConfig) -> float:
     model = create_model("lenet_300_100", SHAPE, 10)
     gated = GatedModel(model, [], "hard_concrete")
-    return best_epoch(pretrain(gated, data, settings, torch.Generator().manual_seed(0)))
+    return best_epoch(pretrain(gated, run_of(data, config)))
 
 
-def gated_seconds(data, settings: TrainSettings, gate: str, granularity: str) -> float:
+def gated_seconds(data, config: TrialConfig, gate: str, granularity: str) -> float:
     model = create_model("lenet_300_100", SHAPE, 10)
     groups = find_groups(model, SHAPE, granularity)
     gated = GatedModel(model, groups, gate)
     cost = CostModel(layer_geometry(model, SHAPE), groups)
-    history = train_gated(gated, cost, data, settings, torch.Generator().manual_seed(0))
+    history = train_gated(gated, cost, run_of(data, config))
     return best_epoch(history)
 
 
@@ -53,15 +57,21 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    data = load_data(TrialConfig(model="lenet_300_100", data="fashion_mnist"))
-    settings = TrainSettings(epochs=args.epochs, pretrain_epochs=args.epochs, penalty_lambda=0.5)
-    plain = plain_seconds(data, settings)
+    config = TrialConfig(
+        model="lenet_300_100",
+        data="fashion_mnist",
+        epochs=args.epochs,
+        pretrain_epochs=args.epochs,
+        penalty_lambda=0.5,
+    )
+    data = load_data(config)
+    plain = plain_seconds(data, config)
     print(f"plain LeNet-300-100: {plain:.2f} s per epoch (threads={args.threads})")
     print("| gate | granularity | s / epoch | × plain |")
     print("|---|---|---|---|")
     for gate in list_gates():
         for granularity in ("weight", "neuron"):
-            seconds = gated_seconds(data, settings, gate, granularity)
+            seconds = gated_seconds(data, config, gate, granularity)
             print(f"| {gate} | {granularity} | {seconds:.2f} | {seconds / plain:.2f} |", flush=True)
 
 

@@ -57,14 +57,16 @@ def main() -> None:
     data = load_data(TrialConfig(**base))
     rows = json.loads(args.out.read_text()) if args.out.exists() else {}
     for cell in args.cells:
-        gate, granularity, lam = cell.split(":")
-        config = TrialConfig(**base, gate=gate, granularity=granularity, penalty_lambda=float(lam))
+        gate, granularity, penalty_lambda = cell.split(":")
+        config = TrialConfig(
+            **base, gate=gate, granularity=granularity, penalty_lambda=float(penalty_lambda)
+        )
         result = run_trial(config, data=data)
         m = result.metrics
         rows[f"{gate}:{granularity}"] = {
             "gate": gate,
             "granularity": granularity,
-            "lambda": float(lam),
+            "lambda": config.penalty_lambda,
             "gate_lr": config.gate_lr,
             "val_accuracy": m["val_accuracy"],
             "test_accuracy": m["test_accuracy"],

@@ -18,7 +18,7 @@ from archsearch.config import TrialConfig
 from archsearch.models import create_model
 from archsearch.pruning.flops import count_flops
 from archsearch.pruning.gated_model import GatedModel
-from archsearch.train import TrainSettings, evaluate, finetune, pretrain
+from archsearch.train import TrainingRun, evaluate, finetune, pretrain
 from archsearch.trial import load_data
 
 SHAPE = (1, 28, 28)
@@ -43,15 +43,20 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    data = load_data(TrialConfig(model="lenet_300_100", data="fashion_mnist"))
+    config = TrialConfig(
+        model="lenet_300_100",
+        data="fashion_mnist",
+        pretrain_epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+    )
+    data = load_data(config)
     model = create_model("lenet_300_100", SHAPE, 10)
-    settings = TrainSettings(pretrain_epochs=args.epochs, finetune_epochs=args.finetune_epochs)
-    generator = torch.Generator().manual_seed(0)
-    pretrain(GatedModel(model, [], "hard_concrete"), data, settings, generator)
+    run = TrainingRun(config, data, torch.Generator().manual_seed(0))
+    pretrain(GatedModel(model, [], "hard_concrete"), run)
     dense_test = evaluate(model, data.test_x, data.test_y)
     dense_flops = count_flops(model, SHAPE).total
     densities = prune_globally(model, args.keep)
-    finetune(model, data, settings, generator)
+    finetune(model, run)
     flops = count_flops(model, SHAPE, densities=densities).total
     print(f"dense: test accuracy {dense_test:.4f}, FLOPs {dense_flops:,}")
     print(

@@ -10,48 +10,37 @@ too; each node gets one CPU and the search runs two trials at a time, so both mu
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
+from conftest import (
+    free_port,
+    run_cli_subprocess,
+    stop_group,
+    tiny_space,
+    wait_for_log,
+    write_space,
+)
+
+from archsearch.search.auth import token_auth_if_available
 
 RAY = str(Path(sys.executable).with_name("ray"))
-ARCHSEARCH = [sys.executable, "-m", "archsearch.cli"]
 
-SPACE = {
-    "name": "on-a-cluster",
-    "model": {"name": "mlp", "options": {"hidden": [64]}},
+SPACE = tiny_space(
+    "on-a-cluster",
+    model={"name": "mlp", "options": {"hidden": [64]}},
     # trials of a few seconds: quicker ones all finish on the first worker Ray starts
-    "data": {"name": "synthetic", "options": {"n_samples": 4096}},
-    "trials": 4,
-    "concurrency": 2,
-    "sampler": {"name": "random", "seed": 0},
-    "resources": {"cpu": 1},
-    "train": {"epochs": 40, "finetune_epochs": 0, "batch_size": 64, "gate_lr": 0.1},
-    "space": {
-        "gate": ["hard_concrete", "arm"],
-        "granularity": ["neuron"],
-        "penalty.lambda": {"loguniform": [0.01, 1.0]},
-    },
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    data={"name": "synthetic", "options": {"n_samples": 4096}},
+    train={"epochs": 40, "finetune_epochs": 0, "batch_size": 64, "gate_lr": 0.1},
+)
 
 
 @pytest.fixture
@@ -78,25 +67,6 @@ def ray_node(
     )
 
 
-def wait_started(node: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "Ray runtime started" in log.read_text():
-            return
-        assert node.poll() is None, f"ray start failed:\n{log.read_text()[-3000:]}"
-        time.sleep(0.5)
-    raise AssertionError(f"ray start did not finish in {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def stop(node: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        node.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        node.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):  # anything of its that outlived it
-        os.killpg(node.pid, signal.SIGKILL)
-
-
 @pytest.mark.slow
 def test_search_on_a_two_node_cluster(tmp_path: Path, ray_tmp: Path) -> None:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
@@ -105,23 +75,22 @@ def test_search_on_a_two_node_cluster(tmp_path: Path, ray_tmp: Path) -> None:
     try:
         nodes.append(ray_node(tmp_path, ray_tmp, "head", env, "--head", f"--port={port}",
                               "--include-dashboard=false"))  # fmt: skip
-        wait_started(nodes[0], tmp_path / "head.log")
+        wait_for_log(tmp_path / "head.log", "Ray runtime started", nodes[0], timeout=120)
         nodes.append(ray_node(tmp_path, ray_tmp, "worker", env, f"--address=127.0.0.1:{port}"))
-        wait_started(nodes[1], tmp_path / "worker.log")
+        wait_for_log(tmp_path / "worker.log", "Ray runtime started", nodes[1], timeout=120)
 
-        (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+        write_space(tmp_path, SPACE)
         uri = f"sqlite:///{tmp_path}/mlflow.db"
         # no RAY_AUTH_MODE for the driver: archsearch sends the token it finds, as a head does
         driver_env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
-        search = subprocess.run(
-            [*ARCHSEARCH, "search", "space.yaml", "--address", f"127.0.0.1:{port}",
-             "--tracking-uri", uri, "--storage", str(tmp_path / "shared")],
-            cwd=tmp_path, env=driver_env, capture_output=True, text=True, timeout=400,
+        search = run_cli_subprocess(
+            tmp_path, "search", "space.yaml", "--address", f"127.0.0.1:{port}",
+            "--tracking-uri", uri, "--storage", str(tmp_path / "shared"), env=driver_env,
         )  # fmt: skip
         assert search.returncode == 0, search.stderr[-3000:]
     finally:
         for node in reversed(nodes):
-            stop(node)
+            stop_group(node)
 
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("on-a-cluster")
@@ -139,3 +108,30 @@ def test_search_on_a_two_node_cluster(tmp_path: Path, ray_tmp: Path) -> None:
     assert len(results) == 4 and len(node_ids) == 2
     trial_ids = {r.data.tags["archsearch.trial_id"] for r in children}
     assert trial_ids == {path.parent.name.removeprefix("trial_") for path in results}
+
+
+@pytest.mark.parametrize(
+    ("environ", "token_file", "mode"),
+    [
+        ({"RAY_AUTH_TOKEN": "abc"}, False, "token"),
+        ({}, True, "token"),  # ~/.ray/auth_token, as `ray start --head` leaves it
+        ({"RAY_AUTH_TOKEN_PATH": "{home}/token"}, False, "token"),
+        ({}, False, None),  # no token: Ray's own default
+        ({"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": "abc"}, False, "disabled"),
+    ],
+)
+def test_driver_turns_token_auth_on_when_it_holds_a_token(
+    tmp_path: Path, monkeypatch, environ: dict[str, str], token_file: bool, mode: str | None
+) -> None:
+    """What lets the driver above join without being told RAY_AUTH_MODE."""
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "token").write_text("abc")
+    if token_file:
+        (tmp_path / ".ray").mkdir()
+        (tmp_path / ".ray" / "auth_token").write_text("abc")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value.format(home=tmp_path))
+    token_auth_if_available()
+    assert os.environ.get("RAY_AUTH_MODE") == mode

@@ -9,6 +9,7 @@ from torch import nn
 from archsearch.data import (
     DEBIAN_FASHION_MNIST,
     carve_validation,
+    get_dataset_info,
     iterate_batches,
     list_datasets,
     load_dataset,
@@ -131,3 +132,23 @@ def test_unknown_names_and_options() -> None:
     with pytest.raises(ConfigError, match="no option 'n_samples'; its options are: download"):
         load_dataset("fashion_mnist", n_samples=3)
     assert {"fashion_mnist", "mnist", "cifar10", "digits", "synthetic"} <= set(list_datasets())
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("digits", {}),
+        ("synthetic", {}),
+        ("synthetic", {"input_shape": [3, 5, 7], "num_classes": 6}),
+    ],
+)
+def test_registry_geometry_matches_the_loaded_data(name: str, options: dict) -> None:
+    """A search space builds its model from the registry's geometry: it must be the truth."""
+    data = load_dataset(name, **options)
+    assert get_dataset_info(name).geometry(options) == (data.input_shape, data.num_classes)
+
+
+def test_every_bundled_data_set_knows_its_geometry_without_loading() -> None:
+    for name in list_datasets():
+        shape, classes = get_dataset_info(name).geometry()
+        assert all(d > 0 for d in shape) and classes >= 2

@@ -1,4 +1,4 @@
-"""The contract every registered gate keeps (GATES.md); a newly registered gate gets it free."""
+"""The contract every registered gate keeps (docs/gates.md); a new gate gets it for free."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each gate method against values computed by hand from the formulas in GATES.md."""
+"""Each gate method against values computed by hand from the formulas in docs/gates.md."""
 
 from __future__ import annotations
 

@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError, UnknownNameError
-from archsearch.models import classifier_layer, create_model, list_models
+from archsearch.models import (
+    classifier_layer,
+    create_model,
+    get_model_info,
+    list_models,
+    register_model,
+)
 
 REGISTERED = [name for name in list_models() if not name.startswith("torchvision/")]
 
@@ -80,6 +86,29 @@ def test_unknown_model_names_the_choices() -> None:
         create_model("torchvision/nope", (3, 32, 32), 10)
     with pytest.raises(UnknownNameError, match="did you mean 'torchvision/resnet18'"):
         create_model("resnet18", (3, 32, 32), 10)
+
+
+def test_one_registry_words_every_unknown_name_the_same_way() -> None:
+    """Gates, models and data sets share one registry; each message lists all the choices."""
+    from archsearch.data import get_dataset_info, list_datasets
+    from archsearch.gates import get_gate_info, list_gates
+
+    cases = [
+        (get_gate_info, "gate", f"{', '.join(list_gates())} (see `archsearch gates`)"),
+        (get_model_info, "model", ", ".join(list_models())),
+        (get_dataset_info, "dataset", ", ".join(list_datasets())),
+    ]
+    for get, kind, choices in cases:
+        with pytest.raises(UnknownNameError) as caught:
+            get("nope")
+        assert str(caught.value) == f"unknown {kind} 'nope'; choose one of: {choices}"
+    assert list_models()[-1] == "torchvision/<name>"
+
+
+def test_a_name_registers_once() -> None:
+    with pytest.raises(ValueError, match="model 'mlp' is registered twice"):
+        register_model("mlp", "a second mlp")(lambda input_shape, num_classes: nn.Identity())
+    assert get_model_info("mlp").description.startswith("fully connected")
 
 
 def test_unknown_option_names_it_and_the_allowed_ones() -> None:

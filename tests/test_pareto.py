@@ -12,7 +12,6 @@ from archsearch.pareto import (
     FRONT_COLUMNS,
     format_front_table,
     front_csv,
-    front_html,
     hypervolume_2d,
     non_dominated,
 )
@@ -102,7 +101,6 @@ ROWS = [
         "flops_ratio": 1.0,
         "params_ratio": 1.0,
         "architecture": "64-32-10",
-        "config": {"gate": "hard_concrete", "penalty.lambda": 0.5},
     },
     {
         "run_id": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -116,7 +114,6 @@ ROWS = [
         "flops_ratio": 0.25,
         "params_ratio": 0.3,
         "architecture": "64-8-10",
-        "config": {"gate": "arm", "arm.k": "<7>"},
     },
 ]
 
@@ -143,16 +140,3 @@ def test_csv_has_run_ids_and_sorted_rows() -> None:
     assert list(rows[0]) == list(FRONT_COLUMNS)
     assert [r["run_id"][0] for r in rows] == ["a", "b"]
     assert rows[0]["penalty.lambda"] == "" and rows[1]["penalty.lambda"] == "0.5"
-
-
-def test_plot_is_self_contained_with_a_tooltip_per_trial() -> None:
-    points = [{**ROWS[0], "on_front": True}, {**ROWS[1], "on_front": True}]
-    points.append({**ROWS[0], "run_id": "c" * 32, "val_accuracy": 0.5, "on_front": False})
-    points.append({**ROWS[0], "run_id": "d" * 32, "val_accuracy": math.nan, "on_front": False})
-    page = front_html(points, title="space <1>", failed=2)
-    assert "<script" not in page and "src=" not in page and "href=" not in page
-    assert page.count("<circle class=") == 3  # the NaN trial cannot be placed
-    assert page.count('<circle class="member"') == 2
-    assert "<polyline" in page
-    assert "arm.k = &lt;7&gt;" in page  # params in the tooltip, escaped
-    assert "space &lt;1&gt;" in page and "2 failed" in page

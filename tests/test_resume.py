@@ -8,65 +8,23 @@ must be enough.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
+from conftest import kill_group, start_cli, tiny_space, wait_for_log, write_space
 
-ARCHSEARCH = [sys.executable, "-m", "archsearch.cli"]
 TRIALS = 4
 
-SPACE = {
-    "name": "resumable",
-    "model": {"name": "mlp", "options": {"hidden": [64]}},
+SPACE = tiny_space(
+    "resumable",
+    model={"name": "mlp", "options": {"hidden": [64]}},
     # big enough that a trial takes a couple of seconds: time to interrupt between trials
-    "data": {"name": "synthetic", "options": {"n_samples": 4096}},
-    "trials": TRIALS,
-    "concurrency": 2,
-    "sampler": {"name": "random", "seed": 0},
-    "resources": {"cpu": 1},
-    "train": {"epochs": 25, "finetune_epochs": 0, "batch_size": 64, "lr": 0.01, "gate_lr": 0.1},
-    "space": {
-        "gate": ["hard_concrete", "arm"],
-        "granularity": ["neuron"],
-        "penalty.lambda": {"loguniform": [0.01, 1.0]},
-    },
-}
-
-
-def start(folder: Path, *flags: str) -> tuple[subprocess.Popen, Path]:
-    """The CLI in its own session, so the test can end the Ray processes it leaves behind."""
-    log = folder / f"stderr{len(list(folder.glob('stderr*')))}.txt"
-    command = [*ARCHSEARCH, "search", "space.yaml", *flags]
-    with log.open("w") as err:
-        process = subprocess.Popen(
-            command, cwd=folder, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
-        )
-    return process, log
-
-
-def wait_for(log: Path, pattern: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if re.search(pattern, log.read_text(), re.MULTILINE):
-            return
-        assert process.poll() is None, f"search ended early:\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
-    raise AssertionError(f"no {pattern!r} within {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def end_group(process: subprocess.Popen) -> None:
-    """Ray agents started by a killed driver outlive it, in the driver's process group."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+    data={"name": "synthetic", "options": {"n_samples": 4096}},
+    trials=TRIALS,
+    train={"epochs": 25, "finetune_epochs": 0, "batch_size": 64, "lr": 0.01, "gate_lr": 0.1},
+)
 
 
 def runs(folder: Path) -> tuple[list, list]:
@@ -83,14 +41,14 @@ def runs(folder: Path) -> tuple[list, list]:
 def test_killed_search_resumes_to_exactly_the_requested_trials(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
-    first, log = start(tmp_path)
+    write_space(tmp_path, SPACE)
+    first, log = start_cli(tmp_path, "search", "space.yaml")
     try:
-        wait_for(log, r"^\[1/4 done", first, timeout=300)
+        wait_for_log(log, r"^\[1/4 done", first, timeout=300)
         first.send_signal(sig)
         code = first.wait(timeout=120)
     finally:
-        end_group(first)
+        kill_group(first)
     parents, children = runs(tmp_path)
     assert 1 <= len(children) < TRIALS, "the kill must land after one trial and before the end"
     assert len(parents) == 1
@@ -99,11 +57,11 @@ def test_killed_search_resumes_to_exactly_the_requested_trials(
         assert "archsearch search space.yaml --resume" in log.read_text()
         assert parents[0].info.status == "KILLED"
 
-    second, log = start(tmp_path, "--resume")
+    second, log = start_cli(tmp_path, "search", "space.yaml", "--resume")
     try:
         assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
-        end_group(second)
+        kill_group(second)
     assert "resuming search 'resumable'" in log.read_text()
     parents_after, children = runs(tmp_path)
     assert [p.info.run_id for p in parents_after] == [parents[0].info.run_id]
@@ -119,7 +77,7 @@ def test_resume_refuses_a_changed_search(tmp_path: Path, monkeypatch, capsys) ->
     from archsearch.cli import main
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    write_space(tmp_path, SPACE)
     state = tmp_path / "ray_results" / "resumable"
     state.mkdir(parents=True)
     (state / "tuner.pkl").write_bytes(b"")  # what Ray looks for in a restorable experiment

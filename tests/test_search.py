@@ -6,59 +6,42 @@ run for it and carry on; the Pareto tags must be exactly the non-dominated finis
 
 from __future__ import annotations
 
-import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import optuna
 import pytest
-import yaml
+from conftest import free_port, tiny_space, write_space
 
 from archsearch.pareto import non_dominated
-from archsearch.search import SAMPLERS, ClusterError, ResumeError, run_search
-from archsearch.space import SAMPLERS as SPACE_SAMPLERS
-from archsearch.space import load_spec
+from archsearch.search import ClusterError, ResumeError, run_search
+from archsearch.search.run import make_sampler
+from archsearch.space import SAMPLERS, load_spec
 
 FAILING_LR = 1e20
 
-TINY: dict[str, Any] = {
-    "name": "tiny-search",
-    "model": {"name": "mlp", "options": {"hidden": [16]}},
-    "data": {"name": "synthetic", "options": {"n_samples": 128}},
-    "trials": 4,
-    "concurrency": 2,
+TINY = tiny_space(
+    "tiny-search",
     # with this seed the random sampler draws lr = 1e20 once in four trials, both gates
-    "sampler": {"name": "random", "seed": 2},
-    "resources": {"cpu": 1},
-    "train": {"epochs": 2, "finetune_epochs": 0, "batch_size": 32, "gate_lr": 0.1},
-    "space": {
+    sampler={"name": "random", "seed": 2},
+    space={
         "gate": ["hard_concrete", "arm"],
         "granularity": ["weight", "neuron"],
         "penalty.lambda": {"loguniform": [0.001, 1.0]},
         "lr": [0.01, FAILING_LR],
         "arm.k": {"uniform": [3.0, 10.0]},
     },
-}
+)
 
 
-@pytest.fixture
-def restore_environ():
-    """ray.init and the search set process-wide variables (RAY_AUTH_MODE, Tune's)."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def write_space(folder: Path, raw: dict[str, Any]) -> Path:
-    path = folder / "space.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-def test_samplers_cover_the_names_space_files_accept() -> None:
-    assert set(SAMPLERS) == set(SPACE_SAMPLERS)
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_a_space_file_names_is_an_optuna_sampler(name: str) -> None:
+    sampler = make_sampler(name, seed=3)
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+    assert type(sampler).__name__ == SAMPLERS[name]
 
 
 def test_four_trial_search_logs_runs_front_and_a_failure(tmp_path: Path, restore_environ) -> None:
@@ -146,12 +129,7 @@ def test_resume_without_a_saved_search_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_unreachable_cluster_fails_fast_with_one_line(tmp_path: Path, restore_environ) -> None:
-    import socket
-    import time
-
-    with socket.socket() as s:  # a port nobody listens on: bound, then closed
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     spec = load_spec(write_space(tmp_path, TINY))
     started = time.monotonic()
     with pytest.raises(ClusterError) as caught:

@@ -171,6 +171,18 @@ def test_unreadable_files_are_one_line(tmp_path: Path, text: str, key: str) -> N
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "content", [b"\x89PNG\r\n\x1a\n\x00\x00", b"name: caf\xe9\n", b"name: a\x00b\n"]
+)
+def test_a_file_that_is_not_text_is_one_line(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpaceError) as caught:
+        load_spec(path)
+    assert str(caught.value).startswith(f"{path}: (file): not a text file ")
+    assert "\n" not in str(caught.value)
+
+
 def test_missing_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SpaceError, match=r"nope\.yaml: \(file\): cannot read it"):
         load_spec(tmp_path / "nope.yaml")
@@ -224,6 +236,24 @@ def test_describe_lists_fixed_and_searched_settings(tmp_path: Path) -> None:
     assert described["space.penalty.lambda"] == "loguniform[0.001, 1.0]"
     assert "gate in ['arm']" in described["space.arm.k"]
     assert described["fixed.epochs"] == 1 and "fixed.gate" not in described
+
+
+def test_the_model_check_loads_data_only_when_its_geometry_is_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archsearch.data import DatasetInfo
+    from archsearch.space import preflight
+
+    loaded: list[str] = []
+    real_load = preflight.load_dataset
+    monkeypatch.setattr(
+        preflight, "load_dataset", lambda name, **kw: loaded.append(name) or real_load(name, **kw)
+    )
+    load_spec(write(tmp_path, GOOD))
+    assert loaded == []  # the registry knows synthetic's geometry from its options
+    monkeypatch.setattr(DatasetInfo, "geometry", lambda self, options=None: None)
+    load_spec(write(tmp_path, GOOD))
+    assert loaded == ["synthetic"]
 
 
 def test_relative_data_root_is_made_absolute(tmp_path: Path, monkeypatch) -> None:

@@ -6,12 +6,12 @@ import argparse
 
 
 def run(_args: argparse.Namespace) -> int:
-    from archsearch.gates import get_gate_info, list_gates
+    from archsearch.gates import GATES
 
-    width = max(len(name) for name in list_gates())
-    for name in list_gates():
-        info = get_gate_info(name)
-        print(f"{name:<{width}}  {info.description}")
+    gates = GATES.entries()
+    width = max(len(info.name) for info in gates)
+    for info in gates:
+        print(f"{info.name:<{width}}  {info.description}")
         options = ", ".join(f"{k}={v}" for k, v in info.option_defaults().items())
         print(f"{'':<{width}}  estimator: {info.estimator}; options: {options or '(none)'}")
     return 0

@@ -1,116 +1,40 @@
-"""``archsearch train``: one pruning trial from the command line."""
+"""``archsearch train``: one pruning trial from the command line.
+
+The trial flags are generated from ``TrialConfig``'s fields (name, type, default and help live
+on the dataclass), and the lists of models, data sets, gates and granularities in the help are
+read from the registries when the help is shown, so neither can drift from the code.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import typing
+from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from archsearch.commands._common import key_values
+from archsearch.config import TrialConfig
+
+_DESCRIPTION = (
+    "Run one pruning trial (the same function the search runs per trial) and write "
+    "DIR/metrics.json, DIR/subnetwork.json, DIR/weights.safetensors and "
+    "DIR/history.json. FLOPs are counted by fvcore on the hardened subnetwork for one "
+    "input example; one multiply-accumulate counts as one flop."
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from archsearch.config import default_values
-
-    d = SimpleNamespace(**default_values())
     p = commands.add_parser(
         "train",
         help="run one pruning trial: train gated, harden, fine-tune, evaluate, count FLOPs",
-        description=(
-            "Run one pruning trial (the same function the search runs per trial) and write "
-            "DIR/metrics.json, DIR/subnetwork.json, DIR/weights.safetensors and "
-            "DIR/history.json. FLOPs are counted by fvcore on the hardened subnetwork for one "
-            "input example; one multiply-accumulate counts as one flop."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=_DESCRIPTION,
+        formatter_class=_HelpFormatter,
     )
-    p.add_argument(
-        "--model",
-        default=d.model,
-        help="model name (mlp, lenet_300_100, "
-        "lenet5_caffe, resnet20, resnet56, torchvision/<name>)",
-    )
-    p.add_argument(
-        "--model-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model option, e.g. hidden=[64,32]; repeatable",
-    )
-    p.add_argument(
-        "--data", default=d.data, help="data set (fashion_mnist, mnist, cifar10, digits, synthetic)"
-    )
-    p.add_argument("--data-root", default=None, help="folder holding the data set's files")
-    p.add_argument(
-        "--data-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="data set option, e.g. download=true (torchvision download, needs internet)",
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=d.val_fraction,
-        help="share of the training set held out for validation",
-    )
-    p.add_argument("--gate", default=d.gate, help="gate method (see `archsearch gates`)")
-    p.add_argument(
-        "--gate-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="gate option, e.g. tau_min=0.2; repeatable",
-    )
-    p.add_argument(
-        "--granularity", default=d.granularity, help="weight, neuron, channel or channel+neuron"
-    )
-    p.add_argument(
-        "--gate-inputs",
-        action="store_true",
-        help="also gate the input features (neuron granularity on an MLP)",
-    )
-    p.add_argument(
-        "--lambda",
-        dest="penalty_lambda",
-        type=float,
-        default=d.penalty_lambda,
-        help="penalty weight; the penalty is expected cost / dense cost, in [0, 1]",
-    )
-    p.add_argument(
-        "--cost",
-        dest="penalty_cost",
-        default=d.penalty_cost,
-        help="what the penalty counts: flops or params",
-    )
-    p.add_argument(
-        "--target",
-        dest="penalty_target",
-        type=float,
-        default=None,
-        help="cost ratio to aim at: penalty becomes lambda * (ratio - target)^2",
-    )
-    p.add_argument("--epochs", type=int, default=d.epochs, help="gated training epochs")
-    p.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=d.finetune_epochs,
-        help="epochs of training the hardened subnetwork",
-    )
-    p.add_argument(
-        "--pretrain-epochs",
-        type=int,
-        default=None,
-        help="dense warm-up epochs before gating (default: 1 for learned_threshold, else 0)",
-    )
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of the weights")
-    p.add_argument(
-        "--gate-lr", type=float, default=d.gate_lr, help="Adam learning rate of the gate parameters"
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto (CUDA when visible), cpu or cuda")
+    for setting in dataclasses.fields(TrialConfig):
+        p.add_argument(_flag(setting), **_argument(setting))
     p.add_argument(
         "--out",
         type=Path,
@@ -121,34 +45,84 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _flag(setting: dataclasses.Field) -> str:
+    return setting.metadata.get("flag") or "--" + setting.name.replace("_", "-")
+
+
+def _type(setting: dataclasses.Field) -> Any:
+    """The field's type with ``| None`` taken off: ``float | None`` parses as a float."""
+    hint = _type_hints()[setting.name]
+    if typing.get_origin(hint) is dict:
+        return dict
+    return next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+
+
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrialConfig)
+
+
+def _argument(setting: dataclasses.Field) -> dict[str, Any]:
+    """add_argument's keywords for one field: options are repeatable KEY=VALUE flags, a bool
+    is a switch, anything else takes one value of the field's type."""
+    common = {"dest": setting.name, "help": setting.metadata.get("help")}
+    kind = _type(setting)
+    if kind is dict:
+        return {**common, "action": "append", "default": [], "metavar": "KEY=VALUE"}
+    if kind is bool:
+        return {**common, "action": "store_true"}
+    return {**common, "type": kind, "default": setting.default}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, and fills the registries' names into the help only when it is shown,
+    so building the parser for another command loads no model, data or gate code."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        return text.format_map(_registry_names()) if text and "{" in text else text
+
+
+@functools.cache
+def _registry_names() -> dict[str, str]:
+    from archsearch.data import list_datasets
+    from archsearch.gates import get_gate_info, list_gates
+    from archsearch.models import list_models
+    from archsearch.pruning.cost import COSTS
+    from archsearch.pruning.groups import GRANULARITIES
+
+    warmup = [name for name in list_gates() if get_gate_info(name).cls.requires_warmup]
+    return {
+        "models": ", ".join(list_models()),
+        "datasets": ", ".join(list_datasets()),
+        "gates": ", ".join(list_gates()),
+        "warmup_gates": " and ".join(warmup) or "no gate",
+        "granularities": _either(GRANULARITIES),
+        "costs": _either(COSTS),
+    }
+
+
+def _either(names: Sequence[str]) -> str:
+    """``a, b or c``: how the help names alternatives."""
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def _config(args: argparse.Namespace) -> TrialConfig:
+    """The TrialConfig the flags describe; KEY=VALUE options are read as YAML values."""
+    values = {}
+    for setting in dataclasses.fields(TrialConfig):
+        value = getattr(args, setting.name)
+        values[setting.name] = (
+            key_values(value, _flag(setting)) if _type(setting) is dict else value
+        )
+    return TrialConfig(**values)
+
+
 def run(args: argparse.Namespace) -> int:
-    from archsearch.config import TrialConfig
     from archsearch.progress import EpochProgress
     from archsearch.trial import load_data, run_trial
 
-    config = TrialConfig(
-        model=args.model,
-        model_options=key_values(args.model_option, "--model-option"),
-        data=args.data,
-        data_root=args.data_root,
-        data_options=key_values(args.data_option, "--data-option"),
-        val_fraction=args.val_fraction,
-        gate=args.gate,
-        gate_options=key_values(args.gate_option, "--gate-option"),
-        granularity=args.granularity,
-        gate_inputs=args.gate_inputs,
-        penalty_lambda=args.penalty_lambda,
-        penalty_cost=args.penalty_cost,
-        penalty_target=args.penalty_target,
-        epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs,
-        pretrain_epochs=args.pretrain_epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        gate_lr=args.gate_lr,
-        seed=args.seed,
-        device=args.device,
-    )
+    config = _config(args)
     data = load_data(config)
     total = config.resolved_pretrain_epochs + config.epochs + config.finetune_epochs
     with EpochProgress(total, enabled=not args.quiet) as progress:

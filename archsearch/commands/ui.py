@@ -27,7 +27,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description=(
             "Start the MLflow UI on the store `archsearch search` logs to. Runs on the Pareto "
             "front carry the tag archsearch.pareto = 'true'; each search's parent run holds "
-            "pareto.html, pareto.csv and the hypervolume curve. Stop it with Ctrl-C."
+            "dashboard.html, pareto.csv and the hypervolume curve. Stop it with Ctrl-C."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -76,7 +76,7 @@ def _how_to_see_the_front() -> str:
     return (
         "the front: in the experiment's runs table, search  tags.archsearch.pareto = 'true'\n"
         "the trade-off: Chart view → add a scatter chart with x = flops, y = val_accuracy\n"
-        "the summary: open the search-<time> parent run → Artifacts → pareto.html, pareto.csv;"
+        "the summary: open the search-<time> parent run → Artifacts → dashboard.html, pareto.csv;"
         " Metrics → hypervolume"
     )
 

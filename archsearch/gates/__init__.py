@@ -1,6 +1,7 @@
 """Gate methods behind one base class and one registry.
 
-Importing this package registers the six built-in methods (GATES.md), in this order.
+Importing this package registers the six built-in methods, in this order (their formulas:
+docs/gates.md).
 """
 
 from archsearch.gates import (  # noqa: F401, I001  (registration order is the listing order)
@@ -13,6 +14,7 @@ from archsearch.gates import (  # noqa: F401, I001  (registration order is the l
 )
 from archsearch.gates.base import Gate
 from archsearch.gates.registry import (
+    GATES,
     GateInfo,
     create_gate,
     get_gate_info,
@@ -20,4 +22,12 @@ from archsearch.gates.registry import (
     register_gate,
 )
 
-__all__ = ["Gate", "GateInfo", "create_gate", "get_gate_info", "list_gates", "register_gate"]
+__all__ = [
+    "GATES",
+    "Gate",
+    "GateInfo",
+    "create_gate",
+    "get_gate_info",
+    "list_gates",
+    "register_gate",
+]

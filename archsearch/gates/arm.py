@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
 from archsearch.gates.base import Gate
 from archsearch.gates.registry import register_gate
+from archsearch.gates.shared import keep_logit
 
 #: the public code's init spread, before dividing by k
 INIT_STD = 1e-2
@@ -36,9 +35,9 @@ class ArmGate(Gate):
 
     Hard-sigmoid variant (pi = clamp(k phi / 7 + 1/2, 0, 1)): ARM estimates the gradient with
     respect to the Bernoulli logit alpha = logit(pi). We chain it through
-    d alpha / d phi = (k / 7) / (pi (1 - pi)) so the estimate stays unbiased (GATES.md asks
-    for an unbiased estimator), and use 0 where pi is clamped to 0 or 1 (pi's derivative is
-    0 there and both passes see the same z). The public code instead reuses the sigmoid's
+    d alpha / d phi = (k / 7) / (pi (1 - pi)) so the estimate stays unbiased (an unbiased
+    estimator is the method's point), and use 0 where pi is clamped to 0 or 1 (pi's derivative
+    is 0 there and both passes see the same z). The public code instead reuses the sigmoid's
     factor k, which is biased for this variant.
     """
 
@@ -48,21 +47,18 @@ class ArmGate(Gate):
         self, n: int, *, init_drop_rate: float = 0.5, k: float = 7.0, hard_sigmoid: bool = False
     ) -> None:
         super().__init__(n)
-        if not 0.0 < init_drop_rate < 1.0:
-            raise ConfigError(f"arm init_drop_rate must be in (0, 1), got {init_drop_rate}")
+        logit = keep_logit("arm", init_drop_rate)
         if k <= 0:
             raise ConfigError(f"arm k must be positive, got {k}")
         self.k = float(k)
         self.hard_sigmoid = bool(hard_sigmoid)
-        self.phi = nn.Parameter(torch.randn(n) * (INIT_STD / k) + self._init_phi(init_drop_rate))
+        if self.hard_sigmoid:  # the phi whose pi is 1 - init_drop_rate
+            start = (1.0 - init_drop_rate - 0.5) * HARD_SIGMOID_DIVISOR / self.k
+        else:
+            start = logit / self.k
+        self.phi = nn.Parameter(torch.randn(n) * (INIT_STD / k) + start)
         self._u: torch.Tensor | None = None
         self._antithetic = False
-
-    def _init_phi(self, drop_rate: float) -> float:
-        keep = 1.0 - drop_rate
-        if self.hard_sigmoid:
-            return (keep - 0.5) * HARD_SIGMOID_DIVISOR / self.k
-        return math.log(keep / drop_rate) / self.k
 
     def _pi(self) -> torch.Tensor:
         if self.hard_sigmoid:

@@ -1,4 +1,4 @@
-"""The contract every gate method keeps (see GATES.md, "The contract every gate keeps").
+"""The contract every gate method keeps (docs/gates.md, "The contract every gate keeps").
 
 A gate owns the parameters that decide, for ``n`` groups of weights (single weights, neurons
 or channels), whether each group stays. Pruning code only ever talks to this interface, so a

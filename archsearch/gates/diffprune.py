@@ -10,9 +10,15 @@ from torch import nn
 from archsearch.errors import ConfigError
 from archsearch.gates.base import Gate
 from archsearch.gates.registry import register_gate
+from archsearch.gates.shared import (
+    GAMMA,
+    ZETA,
+    annealed,
+    check_temperatures,
+    keep_logit,
+    stretch,
+)
 
-GAMMA = -0.1
-ZETA = 1.1
 #: logit(-gamma / (zeta - gamma)) = log(1/11): where the stretched sigmoid crosses zero
 LOGIT_ZERO = math.log(-GAMMA / ZETA)
 
@@ -28,7 +34,7 @@ class DiffPruneGate(Gate):
     """z = clamp((zeta - gamma) sigmoid(x / tau) + gamma, 0, 1), tau annealed toward 0.
 
     The transform is OUR INTERPRETATION of Shulman (2020): the paper's exact transform could
-    not be read (GATES.md says so), so this is the hard-concrete stretch applied to a
+    not be read (docs/gates.md says so), so this is the hard-concrete stretch applied to a
     deterministic sigmoid. Stretching gives exact zeros (and ones) with a gradient everywhere
     in between; annealing tau from ``tau0`` to ``tau_min`` narrows the fractional band so
     gates end approximately binary while staying differentiable. ``stochastic=True`` adds
@@ -51,17 +57,14 @@ class DiffPruneGate(Gate):
         tau_min: float = 0.05,
     ) -> None:
         super().__init__(n)
-        if not 0.0 < init_drop_rate < 1.0:
-            raise ConfigError(f"diffprune init_drop_rate must be in (0, 1), got {init_drop_rate}")
-        if not 0.0 < tau_min <= tau0:
-            raise ConfigError(f"diffprune needs 0 < tau_min <= tau0, got {tau_min} and {tau0}")
+        init = float(tau0) * keep_logit("diffprune", init_drop_rate)
+        check_temperatures("diffprune", tau0, tau_min)
         if sigma < 0:
             raise ConfigError(f"diffprune sigma must be >= 0, got {sigma}")
         self.stochastic = bool(stochastic)
         self.sigma = float(sigma)
         self.tau0 = float(tau0)
         self.tau_min = float(tau_min)
-        init = self.tau0 * math.log((1.0 - init_drop_rate) / init_drop_rate)
         self.x = nn.Parameter(torch.full((n,), init))
         self.register_buffer("tau", torch.tensor(self.tau0))
 
@@ -83,10 +86,9 @@ class DiffPruneGate(Gate):
         return self._z(self.x)
 
     def set_progress(self, progress: float) -> None:
-        progress = min(max(float(progress), 0.0), 1.0)
-        self.tau.fill_(self.tau0 * (self.tau_min / self.tau0) ** progress)
+        self.tau.fill_(annealed(self.tau0, self.tau_min, progress))
 
     def _z(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.clamp((ZETA - GAMMA) * torch.sigmoid(x / self.tau) + GAMMA, 0.0, 1.0)
+        z = stretch(torch.sigmoid(x / self.tau))
         # Rounding could leave a sliver above 0 at x0 itself; the documented cut is exact.
         return torch.where(x > self.tau * LOGIT_ZERO, z, torch.zeros_like(z))

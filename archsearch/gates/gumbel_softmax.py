@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from archsearch.errors import ConfigError
 from archsearch.gates.base import Gate
-from archsearch.gates.noise import logistic_noise
 from archsearch.gates.registry import register_gate
+from archsearch.gates.shared import annealed, check_temperatures, keep_logit, logistic_noise
 
 #: a little init noise so gates at drop rate 0.5 do not all sit exactly on the eval threshold
 INIT_STD = 1e-2
@@ -29,7 +26,7 @@ class GumbelSoftmaxGate(Gate):
     per group suffices. The forward value is exactly binary, so the network trains on the very
     subnetworks it will be hardened to; the temperature ``tau`` (a buffer, so checkpoints keep
     the schedule's position) anneals exponentially from ``tau0`` to ``tau_min``, sharpening
-    the backward surrogate. The paper's exact schedule could not be read (GATES.md); this is
+    the backward surrogate. The paper's exact schedule could not be read (docs/gates.md); this is
     the standard estimator its abstract names. ``theta`` starts at logit(1 - init_drop_rate)
     plus N(0, 0.01) noise.
     """
@@ -38,15 +35,10 @@ class GumbelSoftmaxGate(Gate):
         self, n: int, *, init_drop_rate: float = 0.5, tau0: float = 1.0, tau_min: float = 0.1
     ) -> None:
         super().__init__(n)
-        if not 0.0 < init_drop_rate < 1.0:
-            raise ConfigError(
-                f"gumbel_softmax init_drop_rate must be in (0, 1), got {init_drop_rate}"
-            )
-        if not 0.0 < tau_min <= tau0:
-            raise ConfigError(f"gumbel_softmax needs 0 < tau_min <= tau0, got {tau_min}, {tau0}")
+        mean = keep_logit("gumbel_softmax", init_drop_rate)
+        check_temperatures("gumbel_softmax", tau0, tau_min)
         self.tau0 = float(tau0)
         self.tau_min = float(tau_min)
-        mean = math.log((1.0 - init_drop_rate) / init_drop_rate)
         self.theta = nn.Parameter(torch.randn(n) * INIT_STD + mean)
         self.register_buffer("tau", torch.tensor(self.tau0))
 
@@ -68,5 +60,4 @@ class GumbelSoftmaxGate(Gate):
         return self.hard_mask().to(self.theta.dtype)
 
     def set_progress(self, progress: float) -> None:
-        progress = min(max(float(progress), 0.0), 1.0)
-        self.tau.fill_(self.tau0 * (self.tau_min / self.tau0) ** progress)
+        self.tau.fill_(annealed(self.tau0, self.tau_min, progress))

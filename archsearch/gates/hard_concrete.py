@@ -7,15 +7,11 @@ import math
 import torch
 from torch import nn
 
-from archsearch.errors import ConfigError
 from archsearch.gates.base import Gate
-from archsearch.gates.noise import logistic_noise
 from archsearch.gates.registry import register_gate
+from archsearch.gates.shared import GAMMA, ZETA, keep_logit, logistic_noise, stretch
 
 BETA = 2.0 / 3.0
-GAMMA = -0.1
-ZETA = 1.1
-#: keeps log(u) and log(1 - u) finite in the concrete sample
 #: the authors' range for log_alpha; beyond it gates are decided and gradients only drift
 LOG_ALPHA_MIN = math.log(1e-2)
 LOG_ALPHA_MAX = math.log(1e2)
@@ -39,17 +35,12 @@ class HardConcreteGate(Gate):
 
     def __init__(self, n: int, *, init_drop_rate: float = 0.5) -> None:
         super().__init__(n)
-        if not 0.0 < init_drop_rate < 1.0:
-            raise ConfigError(
-                f"hard_concrete init_drop_rate must be in (0, 1), got {init_drop_rate}"
-            )
-        mean = math.log((1.0 - init_drop_rate) / init_drop_rate)
+        mean = keep_logit("hard_concrete", init_drop_rate)
         self.log_alpha = nn.Parameter(torch.randn(n) * INIT_STD + mean)
 
     def sample(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         # One u per group per call: the same gate value for every example of the minibatch.
-        s = torch.sigmoid((logistic_noise(self.log_alpha) + self.log_alpha) / BETA)
-        return torch.clamp(s * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+        return stretch(torch.sigmoid((logistic_noise(self.log_alpha) + self.log_alpha) / BETA))
 
     def keep_probability(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         """P(z > 0): the probability that the stretched sample clears the clamp at zero."""
@@ -67,4 +58,4 @@ class HardConcreteGate(Gate):
             self.log_alpha.clamp_(LOG_ALPHA_MIN, LOG_ALPHA_MAX)
 
     def _z_hat(self) -> torch.Tensor:
-        return torch.clamp(torch.sigmoid(self.log_alpha) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+        return stretch(torch.sigmoid(self.log_alpha))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from archsearch.errors import ConfigError, UnknownNameError
 from archsearch.gates.base import Gate
+from archsearch.registry import Registry, option_defaults
 
 
 @dataclass(frozen=True)
@@ -26,53 +25,30 @@ class GateInfo:
 
     def option_defaults(self) -> dict[str, Any]:
         """Keyword options the gate accepts (besides ``n``), with their defaults."""
-        params = inspect.signature(self.cls.__init__).parameters
-        return {
-            name: p.default
-            for name, p in params.items()
-            if name not in ("self", "n") and p.kind is inspect.Parameter.KEYWORD_ONLY
-        }
+        return option_defaults(self.cls)
 
 
-_GATES: dict[str, GateInfo] = {}
+GATES: Registry[GateInfo] = Registry("gate", see="archsearch gates")
 
 
 def register_gate(
     name: str, *, description: str, stochastic: bool, estimator: str, fractional_scale: bool = False
 ) -> Callable[[type[Gate]], type[Gate]]:
     """Class decorator that adds a gate method to the registry under ``name``."""
-
-    def add(cls: type[Gate]) -> type[Gate]:
-        if name in _GATES:
-            raise ValueError(f"gate {name!r} is registered twice")
-        _GATES[name] = GateInfo(name, cls, description, stochastic, estimator, fractional_scale)
-        return cls
-
-    return add
+    return GATES.decorator(
+        name, lambda cls: GateInfo(name, cls, description, stochastic, estimator, fractional_scale)
+    )
 
 
 def list_gates() -> list[str]:
     """Registered gate names, in registration order."""
-    return list(_GATES)
+    return GATES.names()
 
 
 def get_gate_info(name: str) -> GateInfo:
-    try:
-        return _GATES[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"unknown gate {name!r}; choose one of: {', '.join(_GATES)} (see `archsearch gates`)"
-        ) from None
+    return GATES.get(name)
 
 
 def create_gate(name: str, n: int, **options: Any) -> Gate:
     """Build gate ``name`` for ``n`` groups; unknown options are a ConfigError naming the key."""
-    info = get_gate_info(name)
-    allowed = info.option_defaults()
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(
-                f"gate {name!r} has no option {key!r}; its options are: "
-                f"{', '.join(sorted(allowed)) or '(none)'}"
-            )
-    return info.cls(n, **options)
+    return GATES.with_options(name, options).cls(n, **options)

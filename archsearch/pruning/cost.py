@@ -1,7 +1,7 @@
-"""Expected cost of a gated model as a fraction of the dense cost (the penalty of GATES.md).
+"""Expected cost of a gated model as a fraction of the dense cost (docs/gates.md, "The penalty").
 
-Dividing by the dense cost makes ``lambda`` mean the same on every model and data set. The
-same formula evaluated on hard masks gives a cheap running estimate of the hardened model's
+Dividing by the dense cost makes ``penalty_lambda`` mean the same on every model and data set.
+The same formula evaluated on hard masks gives a cheap running estimate of the hardened model's
 FLOPs ratio for the per-epoch curves (fvcore gives the exact figure after hardening).
 """
 

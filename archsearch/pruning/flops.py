@@ -1,4 +1,4 @@
-"""FLOPs of a (hardened) model, counted by fvcore, in the convention of GATES.md.
+"""FLOPs of a (hardened) model, counted by fvcore, in the convention of docs/gates.md.
 
 One counter for every result, so numbers from different trials, gates and granularities
 compare: fvcore's ``FlopCountAnalysis`` on the module in eval mode for one example, where one
@@ -39,7 +39,7 @@ MATMUL_LIKE = (
 
 @dataclass(frozen=True)
 class FlopReport:
-    """A FLOPs count with what is needed to reproduce it (GATES.md, "FLOPs convention")."""
+    """A FLOPs count with what is needed to reproduce it (docs/gates.md, "FLOPs")."""
 
     total: int
     #: module name -> flops of the operators it runs itself (leaf Conv2d/Linear/BatchNorm).

@@ -1,0 +1,221 @@
+"""Every Ray Tune callback of a search: the progress lines and the MLflow logging.
+
+Both run on the driver, where Tune calls them as trials end. Trials never talk to MLflow:
+the driver logs what Tune reports plus the files of the trial's checkpoint, so workers on
+other machines need no access to the store. Ray pickles its run config (callbacks included)
+into the experiment folder; the real callbacks hold a tracking client and locks, so Ray gets
+``LiveCallbacks``, a stand-in that pickles as nothing and calls the ones installed here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
+from ray.tune import result as tune_result
+from ray.tune.callback import CallbackList
+
+from archsearch.errors import first_line, short_error
+
+if TYPE_CHECKING:
+    from archsearch.tracking import SearchTracker
+
+#: where a search's one-line reports go (stderr in the CLI)
+ProgressFn = Callable[[str], None]
+
+#: the callbacks of the search running in this driver process (see LiveCallbacks)
+_LIVE_CALLBACKS: list[tune.Callback] = []
+
+
+class LiveCallbacks(CallbackList):
+    """Ray pickles the RunConfig, callbacks included, into the experiment folder and restores
+    it on resume. The real callbacks hold an MLflow client and locks (not picklable) and belong
+    to one driver process anyway, so Ray gets this stand-in: it pickles as nothing and calls
+    the callbacks that the running driver installed."""
+
+    def __init__(self) -> None:
+        pass  # no state of its own
+
+    @property
+    def _callbacks(self) -> list[tune.Callback]:
+        return _LIVE_CALLBACKS
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LiveCallbacks, ())
+
+
+@contextlib.contextmanager
+def live_callbacks(callbacks: list[tune.Callback]) -> Iterator[None]:
+    """Install the callbacks ``LiveCallbacks`` calls, for the length of one ``fit``."""
+    _LIVE_CALLBACKS[:] = callbacks
+    try:
+        yield
+    finally:
+        _LIVE_CALLBACKS.clear()
+
+
+class SearchProgress(tune.Callback):
+    """One line per ended trial: counts, what it tried and got, and the front so far.
+
+    Tune calls its callbacks in order, so this one (first in the list) has seen a trial end
+    before the tracker logs it and calls ``trial_logged``.
+    """
+
+    def __init__(self, total: int, emit: ProgressFn) -> None:
+        self.total = total
+        self.emit = emit
+        self._trials: list[Any] = []
+        self._ended: set[str] = set()
+        self._errors: dict[str, str] = {}
+        self._seen_restored = False
+
+    def _observe(self, trials: list[Any]) -> None:
+        self._trials = trials
+        if not self._seen_restored:  # a resumed search starts with trials that ended before
+            self._seen_restored = True
+            for trial in trials:
+                if trial.status in ("TERMINATED", "ERROR"):
+                    self._ended.add(trial.trial_id)
+
+    def ended(self) -> int:
+        return len(self._ended)
+
+    def running(self) -> int:
+        return sum(t.status == "RUNNING" and t.trial_id not in self._ended for t in self._trials)
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        self._observe(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._observe(trials)
+        self._ended.add(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._observe(trials)
+        self._ended.add(trial.trial_id)
+        self._errors[trial.trial_id] = short_error(trial_error_text(trial))
+
+    def trial_logged(self, summary: dict[str, Any]) -> None:
+        """The tracker's ``on_logged``: the trial is in MLflow, with the front it makes."""
+        self.emit(self.line(summary))
+
+    def line(self, summary: dict[str, Any]) -> str:
+        finished, failed = summary["finished"], summary["failed"]
+        width = len(str(self.total))
+        counts = (
+            f"[{finished + failed:>{width}}/{self.total} done, {self.running()} running, "
+            f"{failed} failed]"
+        )
+        return f"{counts} {self._what(summary)} -> {self._result(summary)} | {_front(summary)}"
+
+    def _what(self, summary: dict[str, Any]) -> str:
+        config = next(
+            (dict(t.config) for t in self._trials if t.trial_id == summary["trial_id"]), {}
+        )
+        head = f"{config.pop('gate', '?')}/{config.pop('granularity', '?')}"
+        penalty = (
+            [f"lambda={_number(config.pop('penalty.lambda'))}"]
+            if "penalty.lambda" in config
+            else []
+        )
+        rest = [f"{k}={_number(v)}" for k, v in sorted(config.items())]
+        return " ".join([head, *penalty, *rest])
+
+    def _result(self, summary: dict[str, Any]) -> str:
+        if summary["status"] != "FINISHED":
+            return f"FAILED ({self._errors.get(summary['trial_id'], 'see its MLflow run')})"
+        return f"val {summary['val_accuracy']:.3f}, FLOPs {summary['flops_ratio']:.1%}"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _front(summary: dict[str, Any]) -> str:
+    text = f"front: {summary['front_size']} points"
+    if summary.get("hypervolume") is not None:
+        text += f", hypervolume {summary['hypervolume']:.3f}"
+    return text
+
+
+class TrackingCallback(tune.Callback):
+    """Logs each trial into MLflow on the driver when it ends, finished or errored.
+
+    A logging failure (a tracking server gone for a moment) is reported and counted in
+    ``errors`` rather than raised: raising here would stop the whole search."""
+
+    def __init__(
+        self, tracker: SearchTracker, on_logged: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        self.tracker = tracker
+        self.on_logged = on_logged
+        self.errors: list[str] = []
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        metrics = {k: v for k, v in (trial.last_result or {}).items() if k not in _RAY_KEYS}
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            self._log(trial, metrics, None, None)
+            return
+        # as_directory: the folder itself for local storage, a temporary copy for remote
+        with checkpoint.as_directory() as directory:
+            self._log(trial, metrics, Path(directory), None)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._log(trial, None, None, trial_error_text(trial))
+
+    def _log(
+        self,
+        trial: Any,
+        metrics: dict[str, Any] | None,
+        directory: Path | None,
+        error: str | None,
+    ) -> None:
+        try:
+            run_id = self.tracker.log_trial(
+                trial.trial_id,
+                dict(trial.config),
+                metrics=metrics,
+                trial_dir=directory,
+                error=error,
+            )
+        except Exception as exc:
+            message = f"trial {trial.trial_id} was not logged to MLflow: {first_line(exc)}"
+            self.errors.append(message)
+            print(f"archsearch: warning: {message}", file=sys.stderr)
+            return
+        if run_id is not None and self.on_logged is not None:
+            self.on_logged(self.tracker.summary(run_id))
+
+
+#: keys Tune adds to every result: they describe the Ray run, not the trial (the node's IP
+#: stays: the tracker tags runs with it)
+_RAY_KEYS = {
+    *tune_result.AUTO_RESULT_KEYS,
+    *tune_result.DEBUG_METRICS,
+    tune_result.DONE,
+    tune_result.SHOULD_CHECKPOINT,
+} - {tune_result.NODE_IP}
+
+#: Ray colours the actor name in its error text
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def trial_error_text(trial: Any) -> str:
+    """The error Tune recorded for a trial: the driver-side error file (written just before
+    ``on_trial_error``), else the copy in the trial's storage."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        text = Path(path).read_text()
+    else:
+        try:
+            text = str(trial.get_error() or "")
+        except Exception:
+            text = ""
+    text = _ANSI.sub("", text)
+    return text or f"trial {trial.trial_id} failed (Ray recorded no error text)"

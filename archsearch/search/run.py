@@ -1,0 +1,196 @@
+"""The search: Ray Tune runs the trials, Optuna picks the next points, MLflow records them.
+
+    SearchSpec ─▶ Tuner(OptunaSearch(metric=[val_accuracy, flops], mode=[max, min]))
+      each trial (a Ray actor, anywhere in the cluster): worker.run_one_trial ─▶ tune.report(
+      metrics, checkpoint=the trial's files)     on the driver: TrackingCallback ─▶ MLflow
+
+Resuming: Ray Tune saves the experiment (trials, Optuna's study) under ``storage/<name>`` and
+``Tuner.restore`` picks it up; the tracker reopens the same parent run and skips trial ids it
+already logged, so an interrupted search ends with exactly the requested number of trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from archsearch.search.callbacks import (
+    LiveCallbacks,
+    ProgressFn,
+    SearchProgress,
+    TrackingCallback,
+    live_callbacks,
+)
+from archsearch.search.cluster import quiet_ray, ray_session, require_resources
+from archsearch.search.resume import (
+    require_fresh,
+    resumed_settings,
+    with_overrides,
+    write_settings,
+)
+from archsearch.search.worker import trainable
+from archsearch.space import SAMPLERS, SearchSpec
+from archsearch.tracking import SearchTracker, check_reachable, resolve_tracking_uri
+from archsearch.trial import load_data
+
+DEFAULT_STORAGE = "ray_results"
+
+
+@dataclass
+class SearchOutcome:
+    """How a search ended; ``front`` holds the tracker's rows of the final front."""
+
+    name: str
+    experiment_path: str
+    tracking_uri: str
+    parent_run_id: str
+    trials: int
+    finished: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    front: list[dict[str, Any]] = field(default_factory=list)
+    logging_errors: list[str] = field(default_factory=list)
+
+
+def run_search(
+    spec: SearchSpec,
+    *,
+    trials: int | None = None,
+    concurrency: int | None = None,
+    seed: int | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    resume: bool = False,
+    on_progress: ProgressFn = print,
+) -> SearchOutcome:
+    """Run (or resume) a search to its end, or until Ctrl-C; returns how it ended."""
+    path = experiment_path(spec, storage)
+    overrides = {"trials": trials, "concurrency": concurrency, "seed": seed}
+    if resume:
+        spec, tracking_uri = resumed_settings(spec, path, overrides, tracking_uri)
+    else:
+        spec = with_overrides(spec, overrides)
+        require_fresh(spec, path)
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri)
+    if address is None:
+        # Local runs load the data once here, so a missing data set is one line, not a failed
+        # trial each. (On a cluster the data lives on the workers; the driver may not have it.)
+        load_data(spec.base)
+    with quiet_ray(), ray_session(spec, address):
+        require_resources(spec)
+        return _run(spec, path, uri, resume, on_progress)
+
+
+def experiment_path(spec: SearchSpec, storage: str | None) -> Path:
+    """Where Ray keeps this search's state: ``<storage>/<space name>``, absolute, because
+    trials run in their own working folders."""
+    return Path(storage or DEFAULT_STORAGE).expanduser().resolve() / spec.name
+
+
+def _run(
+    spec: SearchSpec, path: Path, uri: str, resume: bool, on_progress: ProgressFn
+) -> SearchOutcome:
+    tracker = SearchTracker(
+        spec.name,
+        tracking_uri=uri,
+        objectives=spec.objectives,
+        search_params=spec.describe(),
+        resume=resume,
+    )
+    progress = SearchProgress(spec.trials, on_progress)
+    tracking = TrackingCallback(tracker, on_logged=progress.trial_logged)
+    outcome = SearchOutcome(spec.name, str(path), uri, tracker.parent_run_id, spec.trials)
+    on_progress(_banner(spec, path, uri, tracker.parent_run_id, resume))
+    write_settings(spec, path, uri)
+    try:
+        # A second Ctrl-C raises out of fit: Ray skips its final save, and the last one holds.
+        with live_callbacks([progress, tracking]), contextlib.suppress(KeyboardInterrupt):
+            _tuner(spec, path, resume).fit()
+    except BaseException:
+        tracker.finish(status="FAILED", log_front_models=False)
+        raise
+    outcome.logging_errors = list(tracking.errors)
+    counts = tracker.summary(tracker.parent_run_id)  # no such child: the search's counts only
+    outcome.finished, outcome.failed = counts["finished"], counts["failed"]
+    outcome.interrupted = progress.ended() < spec.trials
+    if outcome.interrupted:
+        tracker.finish(status="KILLED", log_front_models=False)  # --resume sets it RUNNING
+    else:
+        on_progress(f"logging the {len(tracker.front())} front models in MLflow ...")
+        outcome.front = tracker.finish()
+    _log_dashboard(tracker, spec.name)
+    return outcome
+
+
+def _log_dashboard(tracker: SearchTracker, name: str) -> None:
+    """The Pareto dashboard on the parent run, so it opens from the MLflow UI's artifacts."""
+    from archsearch.dashboard import collect, log_dashboard, render
+
+    payload = collect(name, tracker.tracking_uri, parent_run_id=tracker.parent_run_id)
+    log_dashboard(tracker.client, tracker.parent_run_id, render(payload))
+
+
+def _banner(spec: SearchSpec, path: Path, uri: str, parent: str, resume: bool) -> str:
+    verb = "resuming" if resume else "starting"
+    return (
+        f"{verb} search {spec.name!r}: {spec.trials} trials, {spec.concurrency} at a time, "
+        f"sampler {spec.sampler} (seed {spec.seed}), {spec.cpu:g} CPU / {spec.gpu:g} GPU per "
+        f"trial\n  Ray state: {path}\n  MLflow: {uri}, experiment {spec.name!r}, parent run "
+        f"{parent}"
+    )
+
+
+def _tuner(spec: SearchSpec, path: Path, resume: bool) -> tune.Tuner:
+    if resume:
+        return tune.Tuner.restore(
+            str(path),
+            trainable=trainable(spec),
+            resume_unfinished=True,  # trials cut off mid-way run again, same trial id
+            resume_errored=False,  # a failed trial is a result: it stays failed, counted
+            restart_errored=False,
+        )
+    return tune.Tuner(
+        trainable(spec),
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(spec),
+            num_samples=spec.trials,
+            max_concurrent_trials=spec.concurrency,
+            reuse_actors=True,  # a reused worker keeps its imports and its loaded data
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(path.parent),
+            verbose=0,
+            callbacks=[LiveCallbacks()],
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        ),
+    )
+
+
+def _trial_dirname(trial: Any) -> str:
+    """Short and stable: Ray's default name repeats every sampled value."""
+    return f"trial_{trial.trial_id}"
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a space file names (``sampler.name``), seeded."""
+    return getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
+
+
+def _searcher(spec: SearchSpec) -> OptunaSearch:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return OptunaSearch(
+        spec.sample,  # define-by-run: a gate's options are drawn only in its own trials
+        metric=list(spec.objectives),
+        mode=list(spec.objectives.values()),
+        sampler=make_sampler(spec.sampler, spec.seed),
+    )

@@ -1,0 +1,190 @@
+"""The search space file: its YAML, its sections and their keys, read into a ``SearchSpec``.
+
+A search can run for hours on a cluster, so every mistake a file can hold (an unknown key, a
+wrong type, an empty choice list, a range with lo >= hi, a granularity the model lacks) is
+caught here, before Ray starts, and reported as one line: ``<file>: <key>: <what was
+expected>``. The fixed settings become a ``TrialConfig`` right away, so its own checks run on
+them; the ``space`` section is read by ``params.py``, the model checked by ``preflight.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from archsearch.config import TrialConfig
+from archsearch.data import get_dataset_info
+from archsearch.errors import UnknownNameError, first_line
+from archsearch.pareto import OBJECTIVES
+from archsearch.space.check import Check
+from archsearch.space.params import read_params
+from archsearch.space.preflight import check_model
+from archsearch.space.spec import SAMPLERS, SearchSpec
+
+#: TrialConfig fields that come from the model and data sections, not from ``train``
+_SECTION_FIELDS = ("model", "model_options", "data", "data_root", "data_options", "val_fraction")
+
+_TOP_LEVEL: dict[str, Any] = {
+    "name": str,
+    "model": dict,
+    "data": dict,
+    "objectives": dict,
+    "trials": int,
+    "concurrency": int,
+    "sampler": dict,
+    "resources": dict,
+    "train": dict,
+    "space": dict,
+}
+_REQUIRED = ("name", "model", "data", "space")
+_MODEL_KEYS = {"name": str, "options": dict}
+_DATA_KEYS = {"name": str, "root": str | None, "val_fraction": float, "options": dict}
+_SAMPLER_KEYS = {"name": str, "seed": int}
+_RESOURCE_KEYS = {"cpu": float, "gpu": float}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def load_spec(path: str | Path) -> SearchSpec:
+    """Read and validate a search space file; any problem is a one-line SpaceError."""
+    check = Check(str(path))
+    raw = _read_yaml(Path(path), check)
+    return _build(raw, check)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string (it wants ``1.0e-3``); search spaces are full of
+    such numbers, so this loader also reads exponent-only floats as floats."""
+
+
+# A copy, not the shared dict: adding to SafeLoader's own lists would change it for everyone.
+_Loader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _read_yaml(path: Path, check: Check) -> dict[str, Any]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        check.fail("(file)", f"cannot read it: {error.strerror or error}")
+    except UnicodeDecodeError as error:
+        check.fail("(file)", f"not a text file (byte {error.start} is not UTF-8); expected YAML")
+    if "\0" in text:
+        check.fail("(file)", "not a text file (it holds NUL bytes); expected YAML")
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        check.fail(where, f"not valid YAML: {getattr(error, 'problem', None) or first_line(error)}")
+    if not isinstance(raw, dict):
+        check.fail("(file)", "expected a mapping with keys name, model, data, space, ...")
+    return raw
+
+
+# -- building -----------------------------------------------------------------------------
+
+
+def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
+    check.mapping(raw, "", _TOP_LEVEL, _REQUIRED)
+    if not _NAME.match(raw["name"]):
+        check.fail("name", "expected letters, digits, '.', '_' or '-' (it names folders)")
+    sampler = check.mapping(raw.get("sampler", {}), "sampler", _SAMPLER_KEYS)
+    resources = check.mapping(raw.get("resources", {}), "resources", _RESOURCE_KEYS)
+    train = check.mapping(raw.get("train", {}), "train", _train_fields())
+    base = _base_config(raw, train, check)
+    spec = SearchSpec(
+        name=raw["name"],
+        source=check.file,
+        base=base,
+        params=read_params(raw["space"], train, base, check),
+        objectives=_objectives(raw.get("objectives", OBJECTIVES), check),
+        trials=raw.get("trials", 16),
+        concurrency=raw.get("concurrency", 2),
+        sampler=sampler.get("name", "tpe"),
+        seed=sampler.get("seed", 0),
+        cpu=float(resources.get("cpu", 1.0)),
+        gpu=float(resources.get("gpu", 0.0)),
+    )
+    _check_run_shape(spec, check)
+    check_model(base, spec.params, check)  # last: building a model is the slow check
+    return spec
+
+
+def _check_run_shape(spec: SearchSpec, check: Check) -> None:
+    for key in ("trials", "concurrency"):
+        if getattr(spec, key) < 1:
+            check.fail(key, f"expected an integer >= 1, got {getattr(spec, key)}")
+    if spec.sampler not in SAMPLERS:
+        check.fail("sampler.name", f"expected one of: {', '.join(SAMPLERS)}")
+    if spec.cpu <= 0:
+        check.fail("resources.cpu", f"expected a number > 0 (fractions allowed), got {spec.cpu}")
+    if spec.gpu < 0 or (spec.gpu > 1 and not spec.gpu.is_integer()):
+        check.fail(
+            "resources.gpu", f"expected 0, a fraction up to 1 or a whole number, got {spec.gpu}"
+        )
+
+
+def _objectives(raw: Any, check: Check) -> dict[str, str]:
+    check.mapping(raw, "objectives", dict.fromkeys(OBJECTIVES, str))
+    for metric, direction in OBJECTIVES.items():
+        if raw.get(metric) != direction:
+            check.fail(
+                f"objectives.{metric}",
+                f"expected {direction} (the search optimises val_accuracy: max and flops: min)",
+            )
+    return dict(raw)
+
+
+def _base_config(raw: dict[str, Any], train: dict[str, Any], check: Check) -> TrialConfig:
+    """The fixed settings of every trial; each one checked by TrialConfig on its own."""
+    model = check.mapping(raw["model"], "model", _MODEL_KEYS, ("name",))
+    data = check.mapping(raw["data"], "data", _DATA_KEYS, ("name",))
+    _check_data(data, check)
+    base = TrialConfig(
+        model=model["name"],
+        model_options=model.get("options", {}),
+        data=data["name"],
+        data_root=_absolute(data.get("root")),
+        data_options=data.get("options", {}),
+    )
+    val_fraction = data.get("val_fraction", 0.1)
+    base = check.setting(base, "val_fraction", val_fraction, "data.val_fraction")
+    for key, value in train.items():
+        base = check.setting(base, key, value, f"train.{key}")
+    return base
+
+
+def _train_fields() -> dict[str, Any]:
+    hints = typing.get_type_hints(TrialConfig)
+    return {k: v for k, v in hints.items() if k not in _SECTION_FIELDS}
+
+
+def _absolute(root: str | None) -> str | None:
+    """Trials run in their own working folders, so a relative root is resolved here, once."""
+    return str(Path(root).expanduser().resolve()) if root is not None else None
+
+
+def _check_data(data: dict[str, Any], check: Check) -> None:
+    try:
+        info = get_dataset_info(data["name"])
+    except UnknownNameError as error:
+        check.fail("data.name", str(error))
+    allowed = info.option_defaults()
+    for key in data.get("options", {}):
+        if key not in allowed:
+            check.fail(
+                f"data.options.{key}", f"unknown option; expected one of: {', '.join(allowed)}"
+            )

@@ -1,0 +1,144 @@
+"""What a search varies: the searched parameters and the validated spec they belong to.
+
+Sampling is define-by-run (``SearchSpec.sample`` calls ``trial.suggest_*``), so a gate's
+options are sampled only in trials that use that gate and the optimiser never models a
+parameter that had no effect. This module knows the suggest methods and the samplers by name
+only: Optuna itself stays at the edge, in ``archsearch.search``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from archsearch.config import TrialConfig
+from archsearch.errors import ConfigError
+from archsearch.gates import list_gates
+from archsearch.pareto import OBJECTIVES
+
+
+class SpaceError(ConfigError):
+    """A search space file that cannot be searched; the message names the file and the key."""
+
+
+#: a space file's ``sampler.name`` -> the class of ``optuna.samplers`` that implements it
+SAMPLERS: dict[str, str] = {
+    "tpe": "TPESampler",
+    "nsga2": "NSGAIISampler",
+    "random": "RandomSampler",
+}
+
+#: space parameters that set one TrialConfig field (``<gate>.<option>`` set gate options)
+SPACE_FIELDS: dict[str, str] = {
+    "gate": "gate",
+    "granularity": "granularity",
+    "gate_inputs": "gate_inputs",
+    "penalty.lambda": "penalty_lambda",
+    "penalty.cost": "penalty_cost",
+    "penalty.target": "penalty_target",
+    "lr": "lr",
+    "gate_lr": "gate_lr",
+}
+
+#: granularities that gate neurons, the only ones input gating applies to
+INPUT_GATING_GRANULARITIES = ("neuron", "channel+neuron")
+
+#: how each kind of space entry asks the optimiser for a value
+_SUGGEST: dict[str, Callable[[Any, str, tuple[Any, ...]], Any]] = {
+    "choices": lambda trial, name, v: trial.suggest_categorical(name, list(v)),
+    "uniform": lambda trial, name, v: trial.suggest_float(name, v[0], v[1]),
+    "loguniform": lambda trial, name, v: trial.suggest_float(name, v[0], v[1], log=True),
+    "int": lambda trial, name, v: trial.suggest_int(name, v[0], v[1]),
+}
+
+#: the kinds of space entry that are a [lo, hi] range
+RANGES = ("uniform", "loguniform", "int")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter: choices or a range, optionally only sampled when it applies.
+
+    ``kind`` is "choices" or one of ``RANGES``; ``values`` the choices, or (lo, hi); ``when``
+    is (parameter, values): sample only when that parameter took one of those values.
+    """
+
+    name: str
+    kind: str
+    values: tuple[Any, ...]
+    when: tuple[str, tuple[Any, ...]] | None = None
+
+    def suggest(self, trial: Any) -> Any:
+        return _SUGGEST[self.kind](trial, self.name, self.values)
+
+    def applies(self, point: dict[str, Any], base: TrialConfig) -> bool:
+        if self.when is None:
+            return True
+        key, values = self.when
+        current = point[key] if key in point else getattr(base, SPACE_FIELDS[key])
+        return current in values
+
+    def describe(self) -> str:
+        text = list(self.values) if self.kind == "choices" else f"{self.kind}{list(self.values)}"
+        if self.when is not None:
+            text = f"{text} when {self.when[0]} in {list(self.when[1])}"
+        return str(text)
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated search space file: fixed trial settings, searched parameters, run shape.
+
+    ``base`` holds the fixed settings of every trial; a sampled point replaces some of them.
+    """
+
+    name: str
+    source: str
+    base: TrialConfig
+    params: tuple[Param, ...]
+    objectives: dict[str, str] = field(default_factory=lambda: dict(OBJECTIVES))
+    trials: int = 16
+    concurrency: int = 2
+    sampler: str = "tpe"
+    seed: int = 0
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """Define-by-run space for Optuna: conditions are read from values already drawn."""
+        point: dict[str, Any] = {}
+        for param in self.params:
+            if param.applies(point, self.base):
+                point[param.name] = param.suggest(trial)
+        return point
+
+    def trial_config(self, sampled: dict[str, Any]) -> TrialConfig:
+        """The fixed settings with a sampled point laid over them."""
+        fields = {SPACE_FIELDS[k]: v for k, v in sampled.items() if k in SPACE_FIELDS}
+        gate = fields.get("gate", self.base.gate)
+        options = dict(self.base.gate_options) if gate == self.base.gate else {}
+        for key, value in sampled.items():
+            owner, _, option = key.partition(".")
+            if key not in SPACE_FIELDS and owner == gate:
+                options[option] = value
+            elif key not in SPACE_FIELDS and owner not in list_gates():
+                raise ConfigError(f"sampled parameter {key!r} is not in the space of {self.source}")
+        return dataclasses.replace(self.base, **fields, gate_options=options)
+
+    def describe(self) -> dict[str, Any]:
+        """Flat settings for the search's parent run, so a run records what was searched."""
+        searched = {SPACE_FIELDS.get(p.name) for p in self.params}
+        fixed = {k: v for k, v in self.base.to_dict().items() if k not in searched}
+        return {
+            "space_file": self.source,
+            "trials": self.trials,
+            "concurrency": self.concurrency,
+            "sampler": self.sampler,
+            "sampler.seed": self.seed,
+            "resources.cpu": self.cpu,
+            "resources.gpu": self.gpu,
+            **{f"fixed.{k}": v for k, v in fixed.items()},
+            **{f"space.{p.name}": p.describe() for p in self.params},
+        }

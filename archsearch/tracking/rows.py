@@ -1,0 +1,83 @@
+"""One finished trial as the front, the table and the plot see it: a row read from a run.
+
+The tracker builds rows as it logs trials, ``archsearch pareto`` reads them back from the
+store; both go through ``trial_row`` so the two cannot disagree on a column.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mlflow.entities import Run
+
+from archsearch.tracking.store import PARETO_TAG, TRIAL_TAG, child_runs, open_search, store_errors
+
+
+def trial_row(
+    run_id: str,
+    trial_id: str,
+    config: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+) -> dict[str, Any]:
+    """The row of one trial: its run, sampled config, metrics and descriptive tags. The
+    penalty weight is the ``penalty.lambda`` param, logged whether sampled or fixed."""
+    return {
+        "run_id": run_id,
+        "trial_id": trial_id,
+        "gate": tags.get("archsearch.gate"),
+        "granularity": tags.get("archsearch.granularity"),
+        "penalty.lambda": float_or_none(config.get("penalty.lambda")),
+        "val_accuracy": metrics.get("val_accuracy"),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "flops": metrics.get("flops"),
+        "flops_ratio": metrics.get("flops_ratio"),
+        "params": metrics.get("params"),
+        "params_ratio": metrics.get("params_ratio"),
+        "architecture": tags.get("archsearch.architecture"),
+        "config": dict(config),
+        "metrics": dict(metrics),
+    }
+
+
+def row_from_run(run: Run) -> dict[str, Any]:
+    """The row of a child run read back from the store."""
+    tags = run.data.tags
+    config = {key: param_from_text(value) for key, value in run.data.params.items()}
+    return trial_row(run.info.run_id, tags.get(TRIAL_TAG, ""), config, run.data.metrics, tags)
+
+
+def param_from_text(text: str) -> Any:
+    """MLflow keeps params as text; numbers and lists were written as JSON, so read them back."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as users get it (``finish``, ``front_rows``, ``--json``): the metrics dict used
+    for the objectives is an internal detail."""
+    return {key: value for key, value in row.items() if key != "metrics"}
+
+
+def float_or_none(value: Any) -> float | None:
+    """A number, or None for anything that is not one (a missing or textual param)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def front_rows(experiment: str, tracking_uri: str | None) -> list[dict[str, Any]]:
+    """The front of the most recent search of ``experiment``, read back from the store (the
+    ``archsearch.pareto`` tags the search kept current)."""
+    search = open_search(experiment, tracking_uri)
+    with store_errors(search.tracking_uri):
+        runs = list(child_runs(search.client, search.experiment_id, search.parent.info.run_id))
+    return [
+        public_row(row_from_run(run))
+        for run in runs
+        if run.info.status == "FINISHED" and run.data.tags.get(PARETO_TAG) == "true"
+    ]

@@ -1,0 +1,313 @@
+"""The MLflow store: which one, whether it answers, and the queries every reader shares.
+
+Layout: one experiment per search space name, one parent run per search (resume reuses it),
+one child run per trial tagged with its Ray trial id. The search writes it
+(``tracking.tracker``); ``archsearch pareto``, ``ui``, ``dashboard`` and ``export`` read it
+through the functions here, so a wrong URI or a missing experiment reads the same in each.
+
+Everything goes through an explicit ``MlflowClient``: Ray's driver calls callbacks from more
+than one thread, and MLflow's fluent API keeps a global "active run".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import mlflow
+from mlflow.entities import Run, ViewType
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
+
+from archsearch.errors import ArchSearchError, first_line
+
+
+class TrackingError(ArchSearchError):
+    """A tracking store that cannot be used, or an experiment or run that is not in it."""
+
+
+DEFAULT_DB = "mlflow.db"
+#: artifacts of a SQLite store live in this folder beside the database file
+ARTIFACT_DIR = "mlruns"
+
+PARENT_TAG = "archsearch.parent"
+TRIAL_TAG = "archsearch.trial_id"
+PARETO_TAG = "archsearch.pareto"
+MODEL_TAG = "archsearch.model_uri"
+PARENT_ID_TAG = "mlflow.parentRunId"
+
+
+# -- which store, and whether it answers ---------------------------------------------------
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The store to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else MLflow 3's default of a
+    SQLite file in the working directory. SQLite paths become absolute, so Ray's driver,
+    ``archsearch ui`` and ``archsearch pareto`` all name the same file whatever their cwd."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+    path = _sqlite_path(uri)
+    return f"sqlite:///{path}" if path is not None else uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, absolute; None for any other store."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return None
+    return Path(uri[len("sqlite:///") :]).expanduser().absolute()
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where a SQLite store's artifacts go: ``mlruns/`` beside the database file. MLflow's own
+    default is ``./mlruns`` of whichever process first opened the store, which would scatter
+    artifacts when the search and the UI run from different folders. None for servers: the
+    server decides."""
+    path = _sqlite_path(uri)
+    return path.parent / ARTIFACT_DIR if path is not None else None
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast, before any trial runs, when a tracking server is not answering. Any HTTP
+    answer (even 401/404) counts as reachable: only the connection matters here."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(
+            f"MLflow tracking server {uri} is not reachable ({reason}); start it with "
+            f"`mlflow server --host 0.0.0.0 --port 5000` or check --tracking-uri"
+        ) from None
+
+
+def require_store(uri: str) -> None:
+    """For commands that only read: a missing SQLite file means a wrong folder or URI, and
+    opening it would silently create an empty store (and take seconds to do so)."""
+    path = _sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise TrackingError(
+            f"no MLflow store at {path}; run `archsearch search` in this folder first or "
+            f"pass --tracking-uri"
+        )
+    check_reachable(uri)
+
+
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """A store that cannot be opened (wrong URI, not a database, no permission) becomes one
+    line naming it, instead of an SQLAlchemy traceback."""
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError, OSError) as error:
+        raise TrackingError(
+            f"cannot use MLflow store {uri}: {first_line(error)}; check --tracking-uri"
+        ) from None
+
+
+def open_client(uri: str) -> mlflow.MlflowClient:
+    """A client on ``uri``; a SQLite store's folder is created so a fresh store just works."""
+    path = _sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return mlflow.MlflowClient(uri)
+
+
+# -- experiments and runs ------------------------------------------------------------------
+
+
+def slug(name: str, fallback: str) -> str:
+    """``name`` as a file or folder name (experiment folders, suggested export files):
+    anything but letters, digits and ``._-`` becomes ``_``; ``fallback`` if nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or fallback
+
+
+def find_experiment_id(client: mlflow.MlflowClient, name: str) -> str:
+    """The id of an existing experiment; the error lists the ones there are."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "active":
+        return experiment.experiment_id
+    names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+    known = ", ".join(names) if names else "none yet"
+    raise TrackingError(
+        f"no experiment named {name!r} in {client.tracking_uri} (experiments: {known}); "
+        f"the experiment is the search space's `name`"
+    )
+
+
+def get_or_create_experiment(client: mlflow.MlflowClient, name: str) -> str:
+    """The experiment a search logs to, restored if deleted, created with its artifacts
+    under the store's own ``mlruns/`` (see ``artifact_root``)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage != "active":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    root = artifact_root(client.tracking_uri)
+    location = (root / slug(name, "experiment")).as_uri() if root is not None else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def latest_parent_run(client: mlflow.MlflowClient, experiment_id: str) -> Run | None:
+    """The parent run of the most recent search of an experiment (by start time)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{PARENT_TAG} = 'true'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0] if runs else None
+
+
+def child_runs(
+    client: mlflow.MlflowClient, experiment_id: str, parent_run_id: str
+) -> Iterator[Run]:
+    """Every child run of a search, page by page (searches can have thousands of trials)."""
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.{PARENT_ID_TAG} = '{parent_run_id}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=token,
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+class StoredSearch(NamedTuple):
+    """One search as the read-only commands open it."""
+
+    client: mlflow.MlflowClient
+    tracking_uri: str
+    experiment_id: str
+    parent: Run
+
+
+def open_search(
+    experiment: str, tracking_uri: str | None, *, parent_run_id: str | None = None
+) -> StoredSearch:
+    """The search ``parent_run_id`` of ``experiment``, else its most recent one, in an
+    existing store; every way this fails is one ``TrackingError`` line."""
+    uri = resolve_tracking_uri(tracking_uri)
+    require_store(uri)
+    with store_errors(uri):
+        client = open_client(uri)
+        experiment_id = find_experiment_id(client, experiment)
+        if parent_run_id:
+            parent = client.get_run(parent_run_id)
+        else:
+            parent = latest_parent_run(client, experiment_id)
+    if parent is None:
+        raise TrackingError(
+            f"experiment {experiment!r} in {uri} holds no archsearch search; run "
+            f"`archsearch search` on its space first"
+        )
+    return StoredSearch(client, uri, experiment_id, parent)
+
+
+# -- artifacts -------------------------------------------------------------------------------
+
+
+@contextmanager
+def artifact_progress_bars_off() -> Iterator[None]:
+    """MLflow draws a progress bar per downloaded artifact on stderr; our commands print
+    their own summary. A user's own setting of the variable wins."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+def local_artifact_dir(artifact_uri: str | None) -> Path | None:
+    """A run's artifact folder when it is on this machine, read in place (no copy, no progress
+    bars); None otherwise (a server may hand out file: URIs of its own disk: those are
+    downloaded instead)."""
+    if not artifact_uri or not artifact_uri.startswith("file:"):
+        return None
+    folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(artifact_uri).path))
+    return folder if folder.is_dir() else None
+
+
+def run_artifacts(
+    client: mlflow.MlflowClient, run: Run, names: tuple[str, ...], into: Path
+) -> Path:
+    """A local folder holding the named artifacts of a run: its own artifact folder for a
+    local store, else a download of each into ``into``."""
+    folder = local_artifact_dir(run.info.artifact_uri)
+    if folder is not None:
+        return folder
+    for name in names:
+        client.download_artifacts(run.info.run_id, name, str(into))
+    return into
+
+
+def download_artifact(
+    client: mlflow.MlflowClient, run_id: str, name: str, into: Path
+) -> Path | None:
+    """One artifact of a run downloaded into ``into``; None when the run has no such file or
+    the store does not hand it out (the caller shows what it can without it)."""
+    try:
+        return Path(client.download_artifacts(run_id, name, str(into)))
+    except (MlflowException, OSError):
+        return None
+
+
+def download_run(run_id: str, names: tuple[str, ...], into: Path, tracking_uri: str | None) -> None:
+    """The named files from the root of a run's artifacts, where the search logs them, for
+    ``archsearch export RUN_ID``. The store, the run and its artifact list are checked first,
+    so each failure is one ``TrackingError`` line naming what is missing where."""
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        require_store(uri)  # fails fast instead of creating an empty store or retrying minutes
+    except TrackingError as error:
+        raise TrackingError(f"{run_id!r} is not a directory, and as a run id: {error}") from None
+    present = _artifact_names(mlflow.MlflowClient(uri), run_id, uri)
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise TrackingError(
+            f"MLflow run {run_id} in {uri} has no {' or '.join(missing)} artifact (it has: "
+            f"{', '.join(sorted(present)) or 'nothing'}); export the run of a finished trial"
+        )
+    try:
+        with artifact_progress_bars_off():
+            for name in names:
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=name, dst_path=str(into), tracking_uri=uri
+                )
+    except MlflowException as error:
+        raise TrackingError(
+            f"cannot download the artifacts of run {run_id} from {uri}: {first_line(error)}"
+        ) from None
+
+
+def _artifact_names(client: mlflow.MlflowClient, run_id: str, uri: str) -> set[str]:
+    """The files at the root of an existing run's artifacts."""
+    try:
+        client.get_run(run_id)
+        return {info.path for info in client.list_artifacts(run_id)}
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise TrackingError(
+                f"{run_id!r} is neither a directory nor a run in MLflow store {uri}; pass a "
+                f"trial folder, or a run id from `archsearch pareto` (check --tracking-uri)"
+            ) from None
+        raise TrackingError(f"cannot read run {run_id} from {uri}: {first_line(error)}") from None

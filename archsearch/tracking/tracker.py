@@ -1,0 +1,265 @@
+"""``SearchTracker``: one search written into MLflow as its trials end, on the driver only.
+
+Trials never talk to MLflow: the search hands the tracker what Tune reports plus the files
+of the trial's checkpoint, so workers on other machines need no access to the store. Each
+trial is logged once (a resumed search reloads what its parent run already holds), and after
+every trial the Pareto tags, the parent run's ``pareto.csv`` and its ``hypervolume`` metric
+are brought up to date. Nothing here knows Ray: the search's callback calls ``log_trial``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Param
+
+from archsearch.errors import first_line
+from archsearch.pareto import OBJECTIVES, front_csv, hypervolume_2d, non_dominated
+from archsearch.tracking.child_run import (
+    TrialFiles,
+    child_params,
+    child_tags,
+    flatten,
+    numeric,
+    param_value,
+    write_child_run,
+)
+from archsearch.tracking.model_log import log_pytorch_model
+from archsearch.tracking.rows import float_or_none, public_row, row_from_run, trial_row
+from archsearch.tracking.store import (
+    MODEL_TAG,
+    PARENT_TAG,
+    PARETO_TAG,
+    TRIAL_TAG,
+    check_reachable,
+    child_runs,
+    get_or_create_experiment,
+    latest_parent_run,
+    open_client,
+    resolve_tracking_uri,
+    store_errors,
+)
+
+
+class SearchTracker:
+    """Logs one search into MLflow as trials end, keeping the Pareto tags, ``pareto.csv``
+    and the hypervolume of the parent run current after every trial. Thread-safe: Ray's
+    driver calls callbacks from more than one thread."""
+
+    def __init__(
+        self,
+        experiment: str,
+        *,
+        tracking_uri: str | None = None,
+        objectives: dict[str, str] | None = None,
+        search_params: dict[str, Any] | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.experiment = experiment
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.objectives = dict(objectives or OBJECTIVES)
+        check_reachable(self.tracking_uri)
+        self._lock = threading.Lock()
+        self._rows: dict[str, dict[str, Any]] = {}  # finished child runs
+        self._front: set[str] = set()
+        self._logged: set[str] = set()
+        self._stale: dict[str, str] = {}  # trial id → child run left RUNNING by a crash
+        self._failed = 0
+        self._trial_ids: dict[str, str] = {}  # run id → trial id, for summaries
+        with store_errors(self.tracking_uri):
+            self.client = open_client(self.tracking_uri)
+            self.experiment_id = get_or_create_experiment(self.client, experiment)
+            self.parent_run_id = self._open_parent(search_params or {}, resume)
+            self._load_children()
+
+    # -- the parent run and what it already holds ----------------------------------------
+
+    def _open_parent(self, search_params: dict[str, Any], resume: bool) -> str:
+        parent = latest_parent_run(self.client, self.experiment_id) if resume else None
+        if parent is None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"search-{datetime.now():%Y%m%d-%H%M%S}",
+                tags={PARENT_TAG: "true"},
+            )
+            self._log_params(run.info.run_id, search_params, existing={})
+            return run.info.run_id
+        run_id = parent.info.run_id
+        if parent.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        # params are immutable in MLflow: a resumed search adds new keys only
+        self._log_params(run_id, search_params, existing=parent.data.params)
+        return run_id
+
+    def _log_params(self, run_id: str, params: dict[str, Any], existing: dict[str, str]) -> None:
+        flat = flatten(params)
+        new = [Param(k, param_value(v)) for k, v in flat.items() if k not in existing]
+        if new:
+            self.client.log_batch(run_id, params=new)
+
+    def _load_children(self) -> None:
+        """What a resumed search already logged: trial ids, finished rows, front membership."""
+        for run in child_runs(self.client, self.experiment_id, self.parent_run_id):
+            trial_id = run.data.tags.get(TRIAL_TAG)
+            status = run.info.status
+            if trial_id is None:
+                continue
+            if status == "RUNNING":
+                self._stale[trial_id] = run.info.run_id
+                continue
+            self._logged.add(trial_id)
+            if status == "FINISHED":
+                self._rows[run.info.run_id] = row_from_run(run)
+                if run.data.tags.get(PARETO_TAG) == "true":
+                    self._front.add(run.info.run_id)
+            else:
+                self._failed += 1
+
+    # -- one trial -----------------------------------------------------------------------
+
+    def log_trial(
+        self,
+        trial_id: str,
+        params: dict[str, Any],
+        *,
+        metrics: dict[str, Any] | None = None,
+        trial_dir: Path | None = None,
+        error: str | None = None,
+    ) -> str | None:
+        """One child run for one trial; None (and nothing logged) when the trial id is already
+        in this search. ``trial_dir`` holds the trial's metrics.json, subnetwork.json,
+        weights.safetensors and history.json; ``error`` makes the run FAILED."""
+        with self._lock:
+            if trial_id in self._logged:
+                return None
+            files = TrialFiles.read(trial_dir)
+            metrics = {**files.metrics, **(metrics or {})}
+            params = child_params(params, files)
+            if trial_id in self._stale:  # a driver killed while logging it: start over
+                self.client.delete_run(self._stale.pop(trial_id))
+            tags = child_tags(self.parent_run_id, trial_id, params, metrics, files, error)
+            run_id = write_child_run(
+                self.client, self.experiment_id, params, metrics, tags, files, error
+            )
+            self._logged.add(trial_id)
+            self._trial_ids[run_id] = trial_id
+            if error is None:
+                self._rows[run_id] = trial_row(run_id, trial_id, params, numeric(metrics), tags)
+            else:
+                self._failed += 1
+            self._update_front()
+            self._log_parent_summary(hypervolume=error is None)
+            return run_id
+
+    def summary(self, run_id: str) -> dict[str, Any]:
+        """What a progress line needs about a just-logged trial and the search so far."""
+        with self._lock:
+            row = self._rows.get(run_id, {})
+            return {
+                "run_id": run_id,
+                "trial_id": self._trial_ids.get(run_id, row.get("trial_id")),
+                "status": "FINISHED" if row else "FAILED",
+                "val_accuracy": row.get("val_accuracy"),
+                "flops": row.get("flops"),
+                "flops_ratio": row.get("flops_ratio"),
+                "on_front": run_id in self._front,
+                "front_size": len(self._front),
+                "finished": len(self._rows),
+                "failed": self._failed,
+                "hypervolume": self.hypervolume(),
+            }
+
+    # -- the front -----------------------------------------------------------------------
+
+    def _update_front(self) -> None:
+        """Recompute the front over all finished trials; retag only runs whose membership
+        changed (usually one or two), so the cost per trial stays flat."""
+        run_ids = list(self._rows)
+        points = [_values(self._rows[r], self.objectives) for r in run_ids]
+        flags = non_dominated(points, list(self.objectives.values()))
+        front = {r for r, on in zip(run_ids, flags, strict=True) if on}
+        for run_id in front ^ self._front:
+            self.client.set_tag(run_id, PARETO_TAG, "true" if run_id in front else "false")
+        self._front = front
+
+    def hypervolume(self) -> float | None:
+        """Hypervolume of the finished trials over (val_accuracy, flops_ratio) with reference
+        (0, 1): both axes are fractions, so searches on different models compare. None when
+        the objectives have no such 2-D normalised form."""
+        axes = _hypervolume_axes(self.objectives)
+        if axes is None:
+            return None
+        keys, directions, reference = axes
+        points = [_values(row, keys) for row in self._rows.values()]
+        return hypervolume_2d(points, directions, reference)
+
+    def front(self) -> list[dict[str, Any]]:
+        """The current front as public rows."""
+        with self._lock:
+            return self._front_rows()
+
+    def _front_rows(self) -> list[dict[str, Any]]:
+        return [public_row(row) for run_id, row in self._rows.items() if run_id in self._front]
+
+    def _log_parent_summary(self, *, hypervolume: bool) -> None:
+        """``pareto.csv`` and the hypervolume curve (step = finished trials) of the parent."""
+        self.client.log_text(self.parent_run_id, front_csv(self._front_rows()), "pareto.csv")
+        value = self.hypervolume() if hypervolume else None
+        if value is not None and self._rows:
+            self.client.log_metric(self.parent_run_id, "hypervolume", value, step=len(self._rows))
+
+    # -- the end -------------------------------------------------------------------------
+
+    def finish(self, *, status: str = "FINISHED", log_front_models: bool = True) -> list[dict]:
+        """Log the final front's models in MLflow's PyTorch flavour (seconds each, hence only
+        here and only for the front), end the parent run, and return the front rows."""
+        with self._lock:
+            rows = self._front_rows()
+            if log_front_models:
+                for row in rows:
+                    self._log_model(row["run_id"])
+            self.client.set_terminated(self.parent_run_id, status)
+            return rows
+
+    def _log_model(self, run_id: str) -> None:
+        run = self.client.get_run(run_id)
+        if MODEL_TAG in run.data.tags:
+            return  # logged by an earlier finish of a resumed search
+        try:
+            model_uri = log_pytorch_model(self.client, run_id)
+        except Exception as error:  # one model that does not export must not lose the search
+            self.client.set_tag(run_id, "archsearch.model_error", first_line(error)[:500])
+            print(
+                f"archsearch: warning: could not log the model of run {run_id} in MLflow: "
+                f"{first_line(error)}",
+                file=sys.stderr,
+            )
+            return
+        self.client.set_tag(run_id, MODEL_TAG, model_uri)
+
+
+def _values(row: dict[str, Any], keys: Iterable[str]) -> list[float]:
+    """A row's metrics named by ``keys``, NaN where missing (never on the front)."""
+    values = [float_or_none(row["metrics"].get(key)) for key in keys]
+    return [math.nan if value is None else value for value in values]
+
+
+def _hypervolume_axes(
+    objectives: dict[str, str],
+) -> tuple[list[str], list[str], list[float]] | None:
+    """Normalised axes: a maximised metric as is (accuracy in [0, 1], reference 0), a
+    minimised one as its ``_ratio`` to the dense network (reference 1)."""
+    if len(objectives) != 2:
+        return None
+    keys, directions, reference = [], [], []
+    for name, direction in objectives.items():
+        keys.append(name if direction == "max" else f"{name.removesuffix('_ratio')}_ratio")
+        directions.append(direction)
+        reference.append(0.0 if direction == "max" else 1.0)
+    return keys, directions, reference
