@@ -6,7 +6,15 @@ checker, ``params`` its ``space`` section); ``preflight`` builds the model once 
 Imports neither Ray, MLflow nor Optuna.
 """
 
-from archsearch.space.schema import load_spec
+from archsearch.space.schema import load_spec, spec_from_dict
 from archsearch.space.spec import SAMPLERS, SPACE_FIELDS, Param, SearchSpec, SpaceError
 
-__all__ = ["SAMPLERS", "SPACE_FIELDS", "Param", "SearchSpec", "SpaceError", "load_spec"]
+__all__ = [
+    "SAMPLERS",
+    "SPACE_FIELDS",
+    "Param",
+    "SearchSpec",
+    "SpaceError",
+    "load_spec",
+    "spec_from_dict",
+]

@@ -55,6 +55,15 @@ def load_spec(path: str | Path) -> SearchSpec:
     return _build(raw, check)
 
 
+def spec_from_dict(raw: dict[str, Any], source: str = "<python>") -> SearchSpec:
+    """A spec from the same mapping a space file holds, built in code (notebooks, scripts);
+    checked exactly as a file is, errors naming ``source`` instead of a file."""
+    check = Check(source)
+    if not isinstance(raw, dict):
+        check.fail("(spec)", "expected a mapping with keys name, model, data, space, ...")
+    return _build(raw, check)
+
+
 # -- reading ------------------------------------------------------------------------------
 
 
