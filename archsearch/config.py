@@ -30,10 +30,24 @@ class TrialConfig:
     Each field carries the help of its ``archsearch train`` flag, so a setting is spelled once.
     """
 
-    model: str = field(default="lenet_300_100", metadata=_setting("model name: {models}"))
+    model: str = field(
+        default="lenet_300_100",
+        metadata=_setting(
+            "model: {models}; or your own builder as an import path 'package.module:function' "
+            "(called with input_shape, num_classes and the model options; importable from the "
+            "working folder or PYTHONPATH)"
+        ),
+    )
     model_options: dict[str, Any] = field(
         default_factory=dict,
         metadata=_setting("model option, e.g. hidden=[64,32]; repeatable", flag="--model-option"),
+    )
+    init_weights: str | None = field(
+        default=None,
+        metadata=_setting(
+            "trained dense weights to start from: a .safetensors file or a .pt/.pth state dict "
+            "(read with weights_only=True), loaded before gating"
+        ),
     )
     data: str = field(default="fashion_mnist", metadata=_setting("data set: {datasets}"))
     data_root: str | None = field(
@@ -138,6 +152,13 @@ class TrialConfig:
             "a fraction in (0, 0.5]",
         )
         _require(self.device in DEVICES, "device", self.device, " or ".join(DEVICES))
+        if self.init_weights is not None:
+            _require(
+                isinstance(self.init_weights, str) and bool(self.init_weights),
+                "init_weights",
+                self.init_weights,
+                "the path of a weights file",
+            )
 
     @property
     def resolved_pretrain_epochs(self) -> int:

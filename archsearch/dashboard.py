@@ -33,6 +33,7 @@ from archsearch.tracking import (
     local_artifact_dir,
     open_search,
     param_from_text,
+    reference_from_run,
     slug,
 )
 
@@ -106,6 +107,9 @@ def collect(
             "objectives": dict(OBJECTIVES),
             "counts": _counts(rows),
             "hypervolume": _hypervolume_history(client, parent.info.run_id),
+            # the loaded dense network, when the search started from trained weights: drawn
+            # as a horizontal line, the accuracy a pruned network is measured against
+            "reference": reference_from_run(parent),
             "runs": rows,
         }
     )

@@ -5,7 +5,8 @@ pooling, Flatten), because two tools must understand them without help: Torch-Pr
 dependency graph (to find and remove coupled channels) and fvcore (to count FLOPs). A builder
 takes ``(input_shape, num_classes, *, options)``; its keyword-only arguments *are* its options,
 so the allowed options and their defaults are read from the signature (``archsearch.registry``)
-and cannot drift from the code.
+and cannot drift from the code. A name ``"package.module:callable"`` is the user's own builder
+(``archsearch.model_import``); any model can start from trained weights (``load_dense_weights``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ import torchvision
 from torch import nn
 
 from archsearch.errors import ConfigError, UnknownNameError
+from archsearch.model_import import check_output as check_output
+from archsearch.model_import import import_model
+from archsearch.model_import import load_dense_weights as load_dense_weights
 from archsearch.registry import Registry, option_defaults
+from archsearch.user_code import is_import_path
 
 TORCHVISION_PREFIX = "torchvision/"
 
@@ -36,14 +41,17 @@ class ModelInfo:
     name: str
     builder: Builder
     description: str
+    #: the options when the builder's keyword-only parameters do not tell (imported models)
+    options: dict[str, Any] | None = None
 
     def option_defaults(self) -> dict[str, Any]:
         """The builder's keyword-only options with their defaults."""
-        return option_defaults(self.builder)
+        return option_defaults(self.builder) if self.options is None else dict(self.options)
 
 
 class _ModelRegistry(Registry[ModelInfo]):
-    """The registered models, plus any torchvision classifier as ``torchvision/<name>``."""
+    """The registered models, any torchvision classifier as ``torchvision/<name>``, and the
+    user's own builders as ``package.module:callable``."""
 
     def names(self) -> list[str]:
         return [*super().names(), f"{TORCHVISION_PREFIX}<name>"]
@@ -54,6 +62,9 @@ class _ModelRegistry(Registry[ModelInfo]):
             _check_torchvision_name(tv_name)
             builder = functools.partial(_torchvision_model, tv_name)
             return ModelInfo(name, builder, "a torchvision classifier, random init")
+        if is_import_path(name):
+            imported = import_model(name)
+            return ModelInfo(name, imported, imported.description, imported.options)
         return super().get(name)
 
     def hint(self, name: str) -> str:
@@ -76,14 +87,20 @@ def list_models() -> list[str]:
 
 
 def get_model_info(name: str) -> ModelInfo:
-    """The registry entry for ``name`` (``torchvision/<name>`` included)."""
+    """The registry entry for ``name`` (``torchvision/<name>`` and import paths included)."""
     return MODELS.get(name)
 
 
 def create_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, **options: Any
 ) -> nn.Module:
-    """Build model ``name`` for inputs of ``input_shape`` (C, H, W or flat) and ``num_classes``."""
+    """Build model ``name`` for inputs of ``input_shape`` (C, H, W or flat) and ``num_classes``.
+
+    ``name`` is a registered name, ``torchvision/<name>`` or ``"package.module:callable"``.
+    """
+    if is_import_path(name):  # the imported builder checks its own options (it may take any)
+        builder = import_model(name)
+        return builder(_check_shape(name, input_shape, num_classes), num_classes, **options)
     info = MODELS.with_options(name, options)
     return info.builder(_check_shape(name, input_shape, num_classes), num_classes, **options)
 
@@ -320,19 +337,5 @@ def _torchvision_model(
             "data set or one of archsearch's own models"
         )
     if weights_file is not None:
-        _load_weights(model, f"torchvision/{tv_name}", weights_file)
+        load_dense_weights(model, weights_file, f"torchvision/{tv_name}")
     return model
-
-
-def _load_weights(model: nn.Module, name: str, path: str | os.PathLike[str]) -> None:
-    if not os.path.isfile(path):
-        raise ConfigError(f"model {name!r}: weights_file {str(path)!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        detail = " ".join(str(err).split())[:400]  # one line, however long torch's report
-        raise ConfigError(
-            f"model {name!r}: weights_file {str(path)!r} does not fit this model "
-            f"(check num_classes and the architecture): {detail}"
-        ) from None

@@ -126,6 +126,18 @@ def format_front_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(rendered)
 
 
+def format_reference(reference: dict[str, Any] | None) -> str | None:
+    """The line under the table for a search that started from trained dense weights, e.g.
+    ``dense reference (loaded weights): val 0.9120, test 0.9050, FLOPs 1,234,560``; None
+    when the search has no reference."""
+    if not reference:
+        return None
+    val = _number(reference.get("val_accuracy"), "{:.4f}")
+    test = _number(reference.get("test_accuracy"), "{:.4f}")
+    flops = _number(reference.get("flops"), "{:,.0f}")
+    return f"dense reference (loaded weights): val {val}, test {test}, FLOPs {flops}"
+
+
 _TABLE_HEADER = (
     "run",
     "gate",

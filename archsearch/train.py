@@ -2,9 +2,10 @@
 
 Every phase reads its settings (epochs, batch size, learning rates, penalty) from the trial's
 ``TrialConfig``, carried with the data, the shuffling generator and the epoch callback in one
-``TrainingRun``, and runs the same epoch loop (``_epochs``); only the step differs. Batches are
-slices of in-memory tensors (``iterate_batches``): on a 2-core machine a DataLoader's
-per-example collation costs more than the small models we train.
+``TrainingRun``, and runs the same epoch loop (``_epochs``); only the step differs. Batches come
+from ``DataSplits.batches``: slices of in-memory tensors when the data fits (on a 2-core
+machine a DataLoader's per-example collation costs more than the small models we train), a
+DataLoader for data that streams.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 
 from archsearch.config import TrialConfig
 from archsearch.data import DataSplits, iterate_batches
+from archsearch.data.splits import Batches
 from archsearch.errors import DegenerateTrialError
 from archsearch.pruning.cost import CostModel
 from archsearch.pruning.gated_model import GatedModel
@@ -56,16 +58,25 @@ def penalty(ratio: torch.Tensor, config: TrialConfig) -> torch.Tensor:
     return config.penalty_lambda * (ratio - config.penalty_target) ** 2
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Accuracy in eval mode; restores the model's mode."""
+    """Accuracy on in-memory tensors, in eval mode; restores the model's mode."""
+    return _accuracy(model, iterate_batches(x, y, batch_size, shuffle=False), len(y))
+
+
+def accuracy(model: nn.Module, data: DataSplits, split: str, batch_size: int = 1024) -> float:
+    """Accuracy on one split (``"val"``, ``"test"``), in memory or streamed."""
+    return _accuracy(model, data.batches(split, batch_size), data.size(split))
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, batches: Batches, total: int) -> float:
     was_training = model.training
     model.eval()
     correct = 0
-    for xb, yb in iterate_batches(x, y, batch_size, shuffle=False):
+    for xb, yb in batches:
         correct += int((model(xb).argmax(1) == yb).sum())
     model.train(was_training)
-    return correct / max(1, len(y))
+    return correct / max(1, total)
 
 
 def _check_finite(loss: torch.Tensor, phase: str, epoch: int, step: int) -> None:
@@ -110,12 +121,8 @@ def _epochs(
     data, history = run.data, []
     for epoch in range(1, epochs + 1):
         stats = _EpochStats()
-        batches = iterate_batches(
-            data.train_x,
-            data.train_y,
-            run.config.batch_size,
-            shuffle=True,
-            generator=run.generator,
+        batches = data.batches(
+            "train", run.config.batch_size, shuffle=True, generator=run.generator
         )
         for index, (xb, yb) in enumerate(batches):
             logits, loss = step(xb, yb, epoch, index)
@@ -150,7 +157,7 @@ def train_gated(gated: GatedModel, cost: CostModel, run: TrainingRun) -> list[di
             {"params": gated.gate_parameters(), "lr": config.gate_lr},
         ]
     )
-    steps_per_epoch = math.ceil(len(run.data.train_y) / config.batch_size)
+    steps_per_epoch = math.ceil(run.data.size("train") / config.batch_size)
     total_steps = max(1, config.epochs * steps_per_epoch - 1)
 
     def step(
@@ -194,7 +201,7 @@ def _gated_step(
 def _gate_summary(gated: GatedModel, cost: CostModel, data: DataSplits) -> dict[str, float]:
     masks = {k: v.float() for k, v in gated.hard_masks().items()}
     return {
-        "val_accuracy": evaluate(gated, data.val_x, data.val_y),
+        "val_accuracy": accuracy(gated, data, "val"),
         "expected_cost_ratio": float(cost.ratio(gated.keep_probabilities())),
         "hard_cost_ratio": float(cost.ratio(masks)),
     }
@@ -225,9 +232,8 @@ def _plain_epochs(
         return logits.detach(), loss.detach()
 
     model.train()
-    data = run.data
     return _epochs(
-        run, phase, epochs, step, lambda: {"val_accuracy": evaluate(model, data.val_x, data.val_y)}
+        run, phase, epochs, step, lambda: {"val_accuracy": accuracy(model, run.data, "val")}
     )
 
 

@@ -9,7 +9,6 @@ count FLOPs with fvcore on the hardened module → metrics, description, weights
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import nn
 from archsearch.config import TrialConfig
 from archsearch.data import DataSplits, load_dataset
 from archsearch.errors import ConfigError
-from archsearch.models import create_model
+from archsearch.models import check_output, create_model, load_dense_weights
 from archsearch.pruning.cost import CostModel
 from archsearch.pruning.flops import FlopReport, count_flops, count_nonzero_params, count_params
 from archsearch.pruning.gated_model import GatedModel
@@ -37,7 +36,7 @@ from archsearch.subnetwork import (
 from archsearch.train import (
     EpochCallback,
     TrainingRun,
-    evaluate,
+    accuracy,
     finetune,
     pretrain,
     train_gated,
@@ -113,10 +112,33 @@ def run_trial(
     return TrialResult(metrics, description, trained.history, subnet)
 
 
+def build_model(config: TrialConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The dense model, checked to give one score per class, with ``init_weights`` loaded."""
+    model = create_model(config.model, input_shape, num_classes, **config.model_options)
+    check_output(model, config.model, input_shape, num_classes)
+    if config.init_weights is not None:
+        load_dense_weights(model, config.init_weights, config.model)
+    return model
+
+
+def measure_reference(config: TrialConfig, data: DataSplits | None = None) -> dict[str, Any]:
+    """The dense network as loaded from ``init_weights``, untrained here: its validation and
+    test accuracy and FLOPs, the reference point a search's pruned networks are compared to."""
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    data = _to_device(data or load_data(config), device)
+    model = build_model(config, data.input_shape, data.num_classes).to(device).eval()
+    return {
+        "val_accuracy": accuracy(model, data, "val"),
+        "test_accuracy": accuracy(model, data, "test"),
+        "flops": count_flops(model, data.input_shape).total,
+    }
+
+
 def _build(config: TrialConfig, data: DataSplits, device: torch.device) -> _Built:
     """The model with its gates attached, and the dense figures the results are compared to."""
     shape = data.input_shape
-    model = create_model(config.model, shape, data.num_classes, **config.model_options).to(device)
+    model = build_model(config, shape, data.num_classes).to(device)
     geometry = layer_geometry(model, shape)
     groups = find_groups(
         model, shape, config.granularity, gate_inputs=config.gate_inputs, geometry=geometry
@@ -152,8 +174,8 @@ def _measure(
     weight_level = config.granularity == "weight"
     params = count_nonzero_params(subnet) if weight_level else count_params(subnet)
     metrics = {
-        "val_accuracy": evaluate(subnet, data.val_x, data.val_y),
-        "test_accuracy": evaluate(subnet, data.test_x, data.test_y),
+        "val_accuracy": accuracy(subnet, data, "val"),
+        "test_accuracy": accuracy(subnet, data, "test"),
         "flops": flops.total,
         "flops_ratio": flops.total / built.dense_flops,
         "dense_flops": built.dense_flops,
@@ -213,9 +235,6 @@ def _densities(model: nn.Module, gated_densities: dict[str, float]) -> dict[str,
 
 
 def _to_device(data: DataSplits, device: torch.device) -> DataSplits:
-    tensors = {
-        f.name: getattr(data, f.name).to(device)
-        for f in dataclasses.fields(data)
-        if isinstance(getattr(data, f.name), torch.Tensor)
-    }
-    return dataclasses.replace(data, **tensors)
+    """In-memory splits move to ``device`` once; streamed ones are read by DataLoader workers,
+    one per CPU the trial has beyond its own (the search sets torch's threads to them)."""
+    return data.to(device, num_workers=max(0, torch.get_num_threads() - 1))

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "user_code": 0,
     "gates": 1,
     "models": 1,
+    "model_import": 1,
     "data": 1,
     "pruning": 2,
     "config": 3,
@@ -37,8 +38,9 @@ LAYERS: dict[str, int] = {
     "export": 7,
     "dashboard": 7,
     "search": 8,
-    "commands": 9,
-    "cli": 10,
+    "api": 9,
+    "commands": 10,
+    "cli": 11,
 }
 
 #: third-party packages that may be imported only inside one unit

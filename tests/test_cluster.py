@@ -10,6 +10,7 @@ too; each node gets one CPU and the search runs two trials at a time, so both mu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -29,6 +31,7 @@ from conftest import (
     wait_for_log,
     write_space,
 )
+from test_user_search import write_user_project
 
 from archsearch.search.auth import token_auth_if_available
 
@@ -67,30 +70,46 @@ def ray_node(
     )
 
 
-@pytest.mark.slow
-def test_search_on_a_two_node_cluster(tmp_path: Path, ray_tmp: Path) -> None:
+@contextlib.contextmanager
+def two_node_cluster(folder: Path, ray_tmp: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A head and a worker node on 127.0.0.1 with token authentication; yields the head's
+    address and the driver's environment (the token, not RAY_AUTH_MODE)."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     port = free_port()
     nodes = []
     try:
-        nodes.append(ray_node(tmp_path, ray_tmp, "head", env, "--head", f"--port={port}",
+        nodes.append(ray_node(folder, ray_tmp, "head", env, "--head", f"--port={port}",
                               "--include-dashboard=false"))  # fmt: skip
-        wait_for_log(tmp_path / "head.log", "Ray runtime started", nodes[0], timeout=120)
-        nodes.append(ray_node(tmp_path, ray_tmp, "worker", env, f"--address=127.0.0.1:{port}"))
-        wait_for_log(tmp_path / "worker.log", "Ray runtime started", nodes[1], timeout=120)
-
-        write_space(tmp_path, SPACE)
-        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        wait_for_log(folder / "head.log", "Ray runtime started", nodes[0], timeout=120)
+        nodes.append(ray_node(folder, ray_tmp, "worker", env, f"--address=127.0.0.1:{port}"))
+        wait_for_log(folder / "worker.log", "Ray runtime started", nodes[1], timeout=120)
         # no RAY_AUTH_MODE for the driver: archsearch sends the token it finds, as a head does
-        driver_env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
-        search = run_cli_subprocess(
-            tmp_path, "search", "space.yaml", "--address", f"127.0.0.1:{port}",
-            "--tracking-uri", uri, "--storage", str(tmp_path / "shared"), env=driver_env,
-        )  # fmt: skip
-        assert search.returncode == 0, search.stderr[-3000:]
+        yield f"127.0.0.1:{port}", {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
     finally:
         for node in reversed(nodes):
             stop_group(node)
+
+
+def node_ids_of_trials(storage: Path) -> dict[str, str]:
+    """Trial id -> the node id each trial reported (Tune keeps it in result.json)."""
+    return {
+        path.parent.name.removeprefix("trial_"): json.loads(path.read_text().splitlines()[-1])[
+            "node_id"
+        ]
+        for path in storage.glob("trial_*/result.json")
+    }
+
+
+@pytest.mark.slow
+def test_search_on_a_two_node_cluster(tmp_path: Path, ray_tmp: Path) -> None:
+    write_space(tmp_path, SPACE)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with two_node_cluster(tmp_path, ray_tmp) as (address, driver_env):
+        search = run_cli_subprocess(
+            tmp_path, "search", "space.yaml", "--address", address,
+            "--tracking-uri", uri, "--storage", str(tmp_path / "shared"), env=driver_env,
+        )  # fmt: skip
+        assert search.returncode == 0, search.stderr[-3000:]
 
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("on-a-cluster")
@@ -102,12 +121,36 @@ def test_search_on_a_two_node_cluster(tmp_path: Path, ray_tmp: Path) -> None:
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     assert all(r.data.tags.get("archsearch.node_ip") for r in children)
 
-    # which node ran each trial: the node id every trial reports (Tune keeps it in result.json)
-    results = list((tmp_path / "shared" / "on-a-cluster").glob("trial_*/result.json"))
-    node_ids = {json.loads(path.read_text().splitlines()[-1])["node_id"] for path in results}
-    assert len(results) == 4 and len(node_ids) == 2
-    trial_ids = {r.data.tags["archsearch.trial_id"] for r in children}
-    assert trial_ids == {path.parent.name.removeprefix("trial_") for path in results}
+    # which node ran each trial: the node id every trial reports
+    node_ids = node_ids_of_trials(tmp_path / "shared" / "on-a-cluster")
+    assert len(node_ids) == 4 and len(set(node_ids.values())) == 2
+    assert {r.data.tags["archsearch.trial_id"] for r in children} == set(node_ids)
+
+
+@pytest.mark.slow
+def test_a_user_model_runs_on_the_second_node(tmp_path: Path, ray_tmp: Path) -> None:
+    """usernet.py lives only in the driver's folder: Ray's runtime environment carries it."""
+    project = write_user_project(tmp_path)
+    space = project.space("user-on-a-cluster")
+    space["train"] = {**space["train"], "epochs": 3}  # long enough for both nodes to get one
+    write_space(tmp_path, space)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with two_node_cluster(tmp_path, ray_tmp) as (address, driver_env):
+        search = run_cli_subprocess(
+            tmp_path, "search", "space.yaml", "--address", address,
+            "--tracking-uri", uri, "--storage", str(tmp_path / "shared"), env=driver_env,
+        )  # fmt: skip
+        assert search.returncode == 0, search.stderr[-3000:]
+    assert f"data root {project.images}" in search.stderr  # the progress lines
+    node_ids = node_ids_of_trials(tmp_path / "shared" / "user-on-a-cluster")
+    assert len(node_ids) == 2 and len(set(node_ids.values())) == 2  # one on the worker node
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("user-on-a-cluster")
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if "archsearch.trial_id" in r.data.tags]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    parent = next(r for r in runs if "archsearch.trial_id" not in r.data.tags)
+    assert parent.data.tags.get("archsearch.reference") == "loaded"
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,19 @@
 """Datasets: honest splits, clear errors, and data small enough to learn in a test."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
+from archsearch.config import TrialConfig
 from archsearch.data import (
     DEBIAN_FASHION_MNIST,
+    SPLITS,
+    DataSplits,
+    StreamSplit,
     carve_validation,
     get_dataset_info,
     iterate_batches,
@@ -15,6 +21,7 @@ from archsearch.data import (
     load_dataset,
 )
 from archsearch.errors import ConfigError, DataNotFoundError, UnknownNameError
+from archsearch.trial import run_trial
 
 
 def test_digits_splits_add_up() -> None:
@@ -149,6 +156,40 @@ def test_registry_geometry_matches_the_loaded_data(name: str, options: dict) -> 
 
 
 def test_every_bundled_data_set_knows_its_geometry_without_loading() -> None:
-    for name in list_datasets():
+    for name in ("fashion_mnist", "mnist", "cifar10", "digits", "synthetic"):
         shape, classes = get_dataset_info(name).geometry()
         assert all(d > 0 for d in shape) and classes >= 2
+    assert get_dataset_info("imagefolder").geometry() is None  # it lies in the folder
+
+
+def test_in_memory_batches_are_the_tensor_slices() -> None:
+    """The loops draw through DataSplits.batches: in memory, exactly iterate_batches."""
+    data = load_dataset("synthetic", n_samples=64)
+    drawn = data.batches("train", 10, shuffle=True, generator=torch.Generator().manual_seed(4))
+    sliced = iterate_batches(
+        data.train_x, data.train_y, 10, shuffle=True, generator=torch.Generator().manual_seed(4)
+    )
+    for (xa, ya), (xb, yb) in zip(drawn, sliced, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def _streamed(data: DataSplits) -> DataSplits:
+    held = {s: TensorDataset(data.split(s).x, data.split(s).y) for s in SPLITS}
+    return dataclasses.replace(data, **{s: StreamSplit(ds) for s, ds in held.items()})
+
+
+def test_a_streamed_trial_gives_the_in_memory_numbers() -> None:
+    """Streaming draws the same shuffles without touching torch's global generator, so a
+    seeded trial gives the same numbers whichever way its data is held."""
+    config = TrialConfig(
+        model="mlp", model_options={"hidden": [16]}, data="digits", epochs=2, batch_size=64
+    )
+    held = load_dataset("digits")
+    streamed = _streamed(held)
+    assert "(streamed)" in streamed.describe() and streamed.size("val") == 144
+    with pytest.raises(TypeError, match="streamed"):
+        _ = streamed.val_x
+    a, b = run_trial(config, data=held), run_trial(config, data=streamed)
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    assert a.metrics["val_accuracy"] == b.metrics["val_accuracy"]
+    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]

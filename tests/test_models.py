@@ -10,6 +10,7 @@ from archsearch.models import (
     create_model,
     get_model_info,
     list_models,
+    load_dense_weights,
     register_model,
 )
 
@@ -126,3 +127,25 @@ def test_conv_model_on_flat_input_is_a_config_error() -> None:
 def test_classifier_layer_falls_back_to_the_last_conv() -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 10, 1))
     assert classifier_layer(model) is model[1]
+
+
+def test_dense_weights_load_into_any_model_strictly(tmp_path) -> None:
+    """safetensors, a .pt state dict, or a checkpoint holding one under ``state_dict``."""
+    from safetensors.torch import save_file
+
+    source = create_model("tiny_cnn", (1, 8, 8), 3)
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    torch.save({"state_dict": source.state_dict(), "epoch": 7}, tmp_path / "w.pt")
+    for name in ("w.safetensors", "w.pt"):
+        target = create_model("tiny_cnn", (1, 8, 8), 3)
+        load_dense_weights(target, tmp_path / name, "tiny_cnn")
+        assert torch.equal(classifier_layer(target).weight, classifier_layer(source).weight)
+    with pytest.raises(ConfigError) as caught:
+        load_dense_weights(create_model("tiny_cnn", (1, 8, 8), 5), tmp_path / "w.pt", "tiny_cnn")
+    assert "does not fit this model (shape: 8.weight is (3, 8) in the file, (5, 8)" in str(
+        caught.value
+    )
+    with pytest.raises(
+        ConfigError, match=r"'tiny_cnn': weights file '/no/such\.pt' does not exist"
+    ):
+        load_dense_weights(source, "/no/such.pt", "tiny_cnn")

@@ -57,6 +57,8 @@ def test_four_trial_search_logs_runs_front_and_a_failure(tmp_path: Path, restore
     progress = [line for line in lines if re.match(r"\[\d/4 done", line)]
     assert len(progress) == 4 and progress[-1].startswith("[4/4 done, 0 running")
     assert any("FAILED (DegenerateTrialError" in line for line in progress), progress
+    banner = next(line for line in lines if line.startswith("starting search"))
+    assert "pre-flight: dense FLOPs" in banner or "pre-flight:" in banner, banner
 
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("tiny-search")

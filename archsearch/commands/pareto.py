@@ -15,7 +15,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description=(
             "Print the trials of the most recent search of experiment NAME (the search "
             "space's `name`) that no other trial beats on both validation accuracy and "
-            "FLOPs, cheapest first, read from the MLflow store the search logged to."
+            "FLOPs, cheapest first, read from the MLflow store the search logged to. A search "
+            "that started from trained weights (init.weights) adds the loaded dense "
+            "network's accuracy and FLOPs as a reference line under the table."
         ),
     )
     p.add_argument("name", metavar="NAME", help="experiment: the search space's `name`")
@@ -27,8 +29,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.pareto import format_front_table, front_csv, sort_by_flops
-    from archsearch.tracking import front_rows
+    from archsearch.pareto import format_front_table, format_reference, front_csv, sort_by_flops
+    from archsearch.tracking import front_rows, search_reference
 
     rows = front_rows(args.name, args.tracking_uri)
     if args.json:
@@ -37,4 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(front_csv(rows), end="")
     else:
         print(format_front_table(rows))
+        reference = format_reference(search_reference(args.name, args.tracking_uri))
+        if reference:
+            print(reference)
     return 0

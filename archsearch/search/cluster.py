@@ -6,22 +6,30 @@ cluster is settled earlier, before Ray loads (see ``archsearch.search.auth``).""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import math
 import os
 import socket
+import sys
+import sysconfig
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from archsearch.errors import ArchSearchError, first_line
+from archsearch.user_code import is_import_path
 
 if TYPE_CHECKING:
     from archsearch.space import SearchSpec
 
 CONNECT_TIMEOUT_S = 3.0
+
+#: never uploaded with a user's package: the search's own stores and caches
+UPLOAD_EXCLUDES = ["mlflow.db", "mlruns/", "mlartifacts/", "ray_results/", "__pycache__/", ".git/"]
 
 
 class ClusterError(ArchSearchError):
@@ -34,6 +42,7 @@ def ray_session(spec: SearchSpec, address: str | None) -> Iterator[None]:
     if ray.is_initialized():  # a caller's own Ray session (a notebook, say): use it, keep it
         yield
         return
+    runtime_env = user_runtime_env(spec)
     if address is None:
         ray.init(
             address="local",  # never attach to some other cluster running on this machine
@@ -41,20 +50,26 @@ def ray_session(spec: SearchSpec, address: str | None) -> Iterator[None]:
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.ERROR,
+            runtime_env=runtime_env,
         )
     else:
-        _connect(address)
+        _connect(address, runtime_env)
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def _connect(address: str) -> None:
+def _connect(address: str, runtime_env: dict[str, Any] | None) -> None:
     _require_listening(address)
     started = time.monotonic()
     try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            runtime_env=runtime_env,
+        )
     except (ConnectionError, RuntimeError) as error:
         raise ClusterError(
             f"cannot join the Ray cluster at {address} after {time.monotonic() - started:.0f}s "
@@ -62,6 +77,48 @@ def _connect(address: str) -> None:
             f"(RAY_AUTH_MODE=token), this machine needs their token in ~/.ray/auth_token or "
             f"$RAY_AUTH_TOKEN"
         ) from None
+
+
+def user_runtime_env(spec: SearchSpec) -> dict[str, Any] | None:
+    """Ray's runtime environment carrying the user's own model and data modules (named by
+    import path) to every worker: a worker on another machine has neither the driver's
+    working folder nor its ``sys.path``. Only the module itself travels (its ``.py`` file, or
+    its package folder without the search's stores), never the whole working folder, which
+    may hold the data set. Installed packages are left to each node's environment."""
+    names = [spec.base.model, spec.base.data]
+    modules = sorted({_module_location(name) for name in names if is_import_path(name)} - {None})
+    if not modules:
+        return None
+    return {"py_modules": modules, "excludes": list(UPLOAD_EXCLUDES)}
+
+
+def _module_location(name: str) -> str | None:
+    """The file or package folder of the top-level module of ``"pkg.mod:attr"``, found the
+    way the import will find it (working folder first); None for an installed package."""
+    top = name.partition(":")[0].split(".")[0]
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        found = None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    if found is None or found.origin in ("built-in", "frozen"):
+        return None  # not importable here: the pre-flight has said so already
+    if found.submodule_search_locations:  # a package (namespace packages have no origin)
+        location = Path(next(iter(found.submodule_search_locations)))
+    elif found.origin:
+        location = Path(found.origin)
+    else:
+        return None
+    installed = {sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib")}
+    if any(location.is_relative_to(folder) for folder in installed):
+        return None
+    return str(location)
 
 
 def _require_listening(address: str) -> None:

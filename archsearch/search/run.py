@@ -20,6 +20,8 @@ import optuna
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from archsearch.data import DataSplits
+from archsearch.pareto import format_reference
 from archsearch.search.callbacks import (
     LiveCallbacks,
     ProgressFn,
@@ -37,7 +39,7 @@ from archsearch.search.resume import (
 from archsearch.search.worker import trainable
 from archsearch.space import SAMPLERS, SearchSpec
 from archsearch.tracking import SearchTracker, check_reachable, resolve_tracking_uri
-from archsearch.trial import load_data
+from archsearch.trial import load_data, measure_reference
 
 DEFAULT_STORAGE = "ray_results"
 
@@ -80,13 +82,19 @@ def run_search(
         require_fresh(spec, path)
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
+    data = None
     if address is None:
         # Local runs load the data once here, so a missing data set is one line, not a failed
         # trial each. (On a cluster the data lives on the workers; the driver may not have it.)
-        load_data(spec.base)
+        data = load_data(spec.base)
+    elif spec.base.data_root:
+        on_progress(
+            f"data root {spec.base.data_root}: every Ray node reads it at this path (the "
+            f"check here covers this machine only)"
+        )
     with quiet_ray(), ray_session(spec, address):
         require_resources(spec)
-        return _run(spec, path, uri, resume, on_progress)
+        return _run(spec, path, uri, resume, on_progress, data)
 
 
 def experiment_path(spec: SearchSpec, storage: str | None) -> Path:
@@ -96,7 +104,12 @@ def experiment_path(spec: SearchSpec, storage: str | None) -> Path:
 
 
 def _run(
-    spec: SearchSpec, path: Path, uri: str, resume: bool, on_progress: ProgressFn
+    spec: SearchSpec,
+    path: Path,
+    uri: str,
+    resume: bool,
+    on_progress: ProgressFn,
+    data: DataSplits | None,
 ) -> SearchOutcome:
     tracker = SearchTracker(
         spec.name,
@@ -111,6 +124,7 @@ def _run(
     on_progress(_banner(spec, path, uri, tracker.parent_run_id, resume))
     write_settings(spec, path, uri)
     try:
+        _measure_reference(spec, tracker, data, on_progress)
         # A second Ctrl-C raises out of fit: Ray skips its final save, and the last one holds.
         with live_callbacks([progress, tracking]), contextlib.suppress(KeyboardInterrupt):
             _tuner(spec, path, resume).fit()
@@ -130,6 +144,20 @@ def _run(
     return outcome
 
 
+def _measure_reference(
+    spec: SearchSpec, tracker: SearchTracker, data: DataSplits | None, on_progress: ProgressFn
+) -> None:
+    """A search that starts from trained dense weights measures that dense network once, on
+    the driver, before the first trial: the accuracy every pruned trial is compared with.
+    A resumed search keeps the values its parent run holds."""
+    if not spec.base.init_weights or tracker.reference() is not None:
+        return
+    on_progress(f"measuring the dense network loaded from {spec.base.init_weights} ...")
+    values = measure_reference(spec.base, data if data is not None else load_data(spec.base))
+    tracker.log_reference(values)
+    on_progress(format_reference(values) or "")
+
+
 def _log_dashboard(tracker: SearchTracker, name: str) -> None:
     """The Pareto dashboard on the parent run, so it opens from the MLflow UI's artifacts."""
     from archsearch.dashboard import collect, log_dashboard, render
@@ -144,7 +172,7 @@ def _banner(spec: SearchSpec, path: Path, uri: str, parent: str, resume: bool) -
         f"{verb} search {spec.name!r}: {spec.trials} trials, {spec.concurrency} at a time, "
         f"sampler {spec.sampler} (seed {spec.seed}), {spec.cpu:g} CPU / {spec.gpu:g} GPU per "
         f"trial\n  Ray state: {path}\n  MLflow: {uri}, experiment {spec.name!r}, parent run "
-        f"{parent}"
+        f"{parent}" + "".join(f"\n  pre-flight: {line}" for line in spec.preflight)
     )
 
 

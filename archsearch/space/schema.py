@@ -9,6 +9,7 @@ them; the ``space`` section is read by ``params.py``, the model checked by ``pre
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import typing
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 
 from archsearch.config import TrialConfig
 from archsearch.data import get_dataset_info
-from archsearch.errors import UnknownNameError, first_line
+from archsearch.errors import ConfigError, first_line
 from archsearch.pareto import OBJECTIVES
 from archsearch.space.check import Check
 from archsearch.space.params import read_params
@@ -26,12 +27,21 @@ from archsearch.space.preflight import check_model
 from archsearch.space.spec import SAMPLERS, SearchSpec
 
 #: TrialConfig fields that come from the model and data sections, not from ``train``
-_SECTION_FIELDS = ("model", "model_options", "data", "data_root", "data_options", "val_fraction")
+_SECTION_FIELDS = (
+    "model",
+    "model_options",
+    "init_weights",
+    "data",
+    "data_root",
+    "data_options",
+    "val_fraction",
+)
 
 _TOP_LEVEL: dict[str, Any] = {
     "name": str,
     "model": dict,
     "data": dict,
+    "init": dict,
     "objectives": dict,
     "trials": int,
     "concurrency": int,
@@ -42,6 +52,7 @@ _TOP_LEVEL: dict[str, Any] = {
 }
 _REQUIRED = ("name", "model", "data", "space")
 _MODEL_KEYS = {"name": str, "options": dict}
+_INIT_KEYS = {"weights": str}
 _DATA_KEYS = {"name": str, "root": str | None, "val_fraction": float, "options": dict}
 _SAMPLER_KEYS = {"name": str, "seed": int}
 _RESOURCE_KEYS = {"cpu": float, "gpu": float}
@@ -128,8 +139,8 @@ def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
         gpu=float(resources.get("gpu", 0.0)),
     )
     _check_run_shape(spec, check)
-    check_model(base, spec.params, check)  # last: building a model is the slow check
-    return spec
+    # last: building a model is the slow check; what it finds is the pre-flight report
+    return dataclasses.replace(spec, preflight=check_model(base, spec.params, check))
 
 
 def _check_run_shape(spec: SearchSpec, check: Check) -> None:
@@ -160,11 +171,12 @@ def _objectives(raw: Any, check: Check) -> dict[str, str]:
 def _base_config(raw: dict[str, Any], train: dict[str, Any], check: Check) -> TrialConfig:
     """The fixed settings of every trial; each one checked by TrialConfig on its own."""
     model = check.mapping(raw["model"], "model", _MODEL_KEYS, ("name",))
-    data = check.mapping(raw["data"], "data", _DATA_KEYS, ("name",))
-    _check_data(data, check)
+    data = _data_section(raw["data"], check)
+    init = check.mapping(raw.get("init", {}), "init", _INIT_KEYS)
     base = TrialConfig(
         model=model["name"],
         model_options=model.get("options", {}),
+        init_weights=_absolute(init.get("weights")),
         data=data["name"],
         data_root=_absolute(data.get("root")),
         data_options=data.get("options", {}),
@@ -182,18 +194,34 @@ def _train_fields() -> dict[str, Any]:
 
 
 def _absolute(root: str | None) -> str | None:
-    """Trials run in their own working folders, so a relative root is resolved here, once."""
+    """Trials run in their own working folders, so a relative path is resolved here, once."""
     return str(Path(root).expanduser().resolve()) if root is not None else None
 
 
-def _check_data(data: dict[str, Any], check: Check) -> None:
+def _data_section(raw: Any, check: Check) -> dict[str, Any]:
+    """The data section with every data set option under ``options``: they may be given there
+    or directly in ``data:`` (``data: {name: imagefolder, root: DIR, image_size: 32}``)."""
+    known = {k: v for k, v in raw.items() if k in _DATA_KEYS} if isinstance(raw, dict) else raw
+    data = check.mapping(known, "data", _DATA_KEYS, ("name",))
     try:
         info = get_dataset_info(data["name"])
-    except UnknownNameError as error:
+    except ConfigError as error:  # an unknown name, or the user's module does not import
         check.fail("data.name", str(error))
     allowed = info.option_defaults()
-    for key in data.get("options", {}):
-        if key not in allowed:
+    options = dict(data.get("options", {}))
+    for key in options:
+        if key not in allowed and not info.open_options:
             check.fail(
                 f"data.options.{key}", f"unknown option; expected one of: {', '.join(allowed)}"
             )
+    for key in [k for k in raw if k not in known]:
+        if key not in allowed and not info.open_options:
+            check.fail(
+                f"data.{key}",
+                f"unknown key; expected one of: {', '.join(_DATA_KEYS)} or an option of "
+                f"{data['name']!r}: {', '.join(allowed) or '(none)'}",
+            )
+        if key in options:
+            check.fail(f"data.{key}", "given twice: here and under data.options")
+        options[key] = raw[key]
+    return {**data, "options": options}

@@ -105,6 +105,9 @@ class SearchSpec:
     seed: int = 0
     cpu: float = 1.0
     gpu: float = 0.0
+    #: the pre-flight report (groups, dense FLOPs, layers left out), one line each; not part of
+    #: ``describe``, so it never changes what a resumed search must match
+    preflight: tuple[str, ...] = ()
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Define-by-run space for Optuna: conditions are read from values already drawn."""

@@ -12,13 +12,21 @@ Importing this package imports neither Ray nor Torch, so the read-only commands 
 """
 
 from archsearch.tracking.model_log import log_pytorch_model
-from archsearch.tracking.rows import front_rows, param_from_text, public_row
+from archsearch.tracking.rows import (
+    REFERENCE_KEYS,
+    front_rows,
+    param_from_text,
+    public_row,
+    reference_from_run,
+    search_reference,
+)
 from archsearch.tracking.store import (
     DEFAULT_DB,
     MODEL_TAG,
     PARENT_ID_TAG,
     PARENT_TAG,
     PARETO_TAG,
+    REFERENCE_TAG,
     TRIAL_TAG,
     StoredSearch,
     TrackingError,
@@ -47,6 +55,8 @@ __all__ = [
     "PARENT_ID_TAG",
     "PARENT_TAG",
     "PARETO_TAG",
+    "REFERENCE_KEYS",
+    "REFERENCE_TAG",
     "TRIAL_TAG",
     "SearchTracker",
     "StoredSearch",
@@ -66,9 +76,11 @@ __all__ = [
     "open_search",
     "param_from_text",
     "public_row",
+    "reference_from_run",
     "require_store",
     "resolve_tracking_uri",
     "run_artifacts",
+    "search_reference",
     "slug",
     "store_errors",
 ]

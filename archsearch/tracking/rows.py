@@ -11,7 +11,17 @@ from typing import Any
 
 from mlflow.entities import Run
 
-from archsearch.tracking.store import PARETO_TAG, TRIAL_TAG, child_runs, open_search, store_errors
+from archsearch.tracking.store import (
+    PARETO_TAG,
+    REFERENCE_TAG,
+    TRIAL_TAG,
+    child_runs,
+    open_search,
+    store_errors,
+)
+
+#: what the dense reference holds, logged on the parent run as ``reference.<key>`` metrics
+REFERENCE_KEYS = ("val_accuracy", "test_accuracy", "flops")
 
 
 def trial_row(
@@ -81,3 +91,21 @@ def front_rows(experiment: str, tracking_uri: str | None) -> list[dict[str, Any]
         for run in runs
         if run.info.status == "FINISHED" and run.data.tags.get(PARETO_TAG) == "true"
     ]
+
+
+def reference_from_run(parent: Run) -> dict[str, Any] | None:
+    """The dense reference a search logged on its parent run (``reference.*`` metrics and the
+    ``archsearch.reference`` tag), or None when it started from untrained weights."""
+    source = parent.data.tags.get(REFERENCE_TAG)
+    if source is None:
+        return None
+    metrics = parent.data.metrics
+    return {
+        "source": source,
+        **{key: metrics.get(f"reference.{key}") for key in REFERENCE_KEYS},
+    }
+
+
+def search_reference(experiment: str, tracking_uri: str | None) -> dict[str, Any] | None:
+    """The dense reference of the most recent search of ``experiment``, if it has one."""
+    return reference_from_run(open_search(experiment, tracking_uri).parent)

@@ -42,6 +42,8 @@ TRIAL_TAG = "archsearch.trial_id"
 PARETO_TAG = "archsearch.pareto"
 MODEL_TAG = "archsearch.model_uri"
 PARENT_ID_TAG = "mlflow.parentRunId"
+#: on a parent run whose search started from trained dense weights: how its reference was got
+REFERENCE_TAG = "archsearch.reference"
 
 
 # -- which store, and whether it answers ---------------------------------------------------

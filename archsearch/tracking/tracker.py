@@ -31,11 +31,19 @@ from archsearch.tracking.child_run import (
     write_child_run,
 )
 from archsearch.tracking.model_log import log_pytorch_model
-from archsearch.tracking.rows import float_or_none, public_row, row_from_run, trial_row
+from archsearch.tracking.rows import (
+    REFERENCE_KEYS,
+    float_or_none,
+    public_row,
+    reference_from_run,
+    row_from_run,
+    trial_row,
+)
 from archsearch.tracking.store import (
     MODEL_TAG,
     PARENT_TAG,
     PARETO_TAG,
+    REFERENCE_TAG,
     TRIAL_TAG,
     check_reachable,
     child_runs,
@@ -120,6 +128,24 @@ class SearchTracker:
                     self._front.add(run.info.run_id)
             else:
                 self._failed += 1
+
+    # -- the dense reference -----------------------------------------------------------------
+
+    def reference(self) -> dict[str, Any] | None:
+        """The dense reference on the parent run (a resumed search keeps the one it has)."""
+        with self._lock, store_errors(self.tracking_uri):
+            return reference_from_run(self.client.get_run(self.parent_run_id))
+
+    def log_reference(self, values: dict[str, Any], source: str = "loaded") -> None:
+        """The loaded dense network's ``val_accuracy``, ``test_accuracy`` and ``flops`` as
+        ``reference.*`` metrics of the parent run, tagged with where the weights came from."""
+        metrics = {
+            f"reference.{key}": float(values[key]) for key in REFERENCE_KEYS if key in values
+        }
+        with self._lock, store_errors(self.tracking_uri):
+            for key, value in metrics.items():
+                self.client.log_metric(self.parent_run_id, key, value)
+            self.client.set_tag(self.parent_run_id, REFERENCE_TAG, source)
 
     # -- one trial -----------------------------------------------------------------------
 

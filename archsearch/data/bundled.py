@@ -1,26 +1,22 @@
-"""Datasets by name, held in memory as tensors.
+"""The bundled data sets: MNIST and Fashion-MNIST (IDX files), CIFAR-10, and two that are
+always available offline (scikit-learn's digits, synthetic Gaussian classes).
 
-Training iterates by slicing tensors (``iterate_batches``) instead of a DataLoader: on a
-couple of CPU cores that is many times faster for data this small. Every data set is split
-the same way: the test set is the publisher's (or, for ``digits``, a fixed stratified 20%);
-the validation set, which the search optimises on, is carved from the *training* set with a
-seeded permutation, so the test set is only ever reported.
+Each loads whole into memory. The test set is the publisher's (or, for ``digits``, a fixed
+stratified 20%); the validation set is carved from the training set (see ``parts.py``).
 """
 
 from __future__ import annotations
 
 import gzip
-import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from archsearch.data.entry import register_dataset
+from archsearch.data.parts import RawData
 from archsearch.errors import ConfigError, DataNotFoundError
-from archsearch.registry import Registry, check_options, option_defaults
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
@@ -29,172 +25,6 @@ IDX_FILES = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors with == is not a bool
-class DataSplits:
-    """Train / validation / test tensors: x float32, normalised, (N, C, H, W); y int64."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    input_shape: tuple[int, ...]
-    num_classes: int
-
-    def describe(self) -> str:
-        shape = "x".join(map(str, self.input_shape))
-        return (
-            f"{self.name}: {len(self.train_y)} train / {len(self.val_y)} val / "
-            f"{len(self.test_y)} test, input {shape}, {self.num_classes} classes"
-        )
-
-
-@dataclass(frozen=True, eq=False)
-class RawData:
-    """What a loader returns: images scaled to [0, 1] (N, C, H, W), not yet split or normalised."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-
-
-Loader = Callable[..., RawData]
-
-
-Geometry = tuple[tuple[int, ...], int]  # (input shape, class count)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A registry entry. A loader is ``(root, *, options)``: its keyword-only args are options.
-    Its geometry is fixed, or a function of the options (``geometry_of``), or unknown (None)."""
-
-    name: str
-    loader: Loader
-    description: str
-    fixed_geometry: Geometry | None = None
-    geometry_of: Callable[[dict[str, Any]], Geometry] | None = None
-
-    def option_defaults(self) -> dict[str, Any]:
-        return option_defaults(self.loader)
-
-    def geometry(self, options: dict[str, Any] | None = None) -> Geometry | None:
-        """Input shape and class count without loading, so a search space can build its model
-        before any trial starts; None for a data set that has to be loaded to tell."""
-        if self.geometry_of is not None:
-            return self.geometry_of({**self.option_defaults(), **(options or {})})
-        return self.fixed_geometry
-
-
-DATASETS: Registry[DatasetInfo] = Registry("dataset")
-
-
-def register_dataset(
-    name: str,
-    description: str,
-    *,
-    input_shape: tuple[int, ...] | None = None,
-    num_classes: int | None = None,
-    geometry: Callable[[dict[str, Any]], Geometry] | None = None,
-) -> Callable[[Loader], Loader]:
-    """Decorator that adds a loader to the registry under ``name``, with its geometry: a fixed
-    ``input_shape`` and ``num_classes``, or ``geometry``, a function of the options."""
-    fixed = (tuple(input_shape), num_classes) if input_shape and num_classes else None
-    return DATASETS.decorator(
-        name, lambda loader: DatasetInfo(name, loader, description, fixed, geometry)
-    )
-
-
-def list_datasets() -> list[str]:
-    """Registered names, in registration order."""
-    return DATASETS.names()
-
-
-def get_dataset_info(name: str) -> DatasetInfo:
-    """The registry entry for ``name``; the CLI and config validation read options from it."""
-    return DATASETS.get(name)
-
-
-def load_dataset(
-    name: str,
-    *,
-    root: str | os.PathLike[str] | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    **options: Any,
-) -> DataSplits:
-    """Load data set ``name`` with a validation split carved from its training set by ``seed``."""
-    info = get_dataset_info(name)
-    if not 0.0 < val_fraction <= 0.5:
-        raise ConfigError(f"dataset {name!r}: val_fraction must be in (0, 0.5], got {val_fraction}")
-    check_options(DATASETS.kind, name, options, info.option_defaults())
-    raw = info.loader(Path(root).expanduser() if root is not None else None, **options)
-    return _split(name, raw, val_fraction, seed)
-
-
-def carve_validation(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, validation) of ``n`` training examples; the same seed, the same split."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, round(n * val_fraction))
-    return perm[n_val:], perm[:n_val]
-
-
-def iterate_batches(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    generator: torch.Generator | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Minibatches by slicing in-memory tensors; the last batch may be smaller."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive int, got {batch_size}")
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
-    order = torch.randperm(len(x), generator=generator).to(x.device) if shuffle else None
-    for start in range(0, len(x), batch_size):
-        if order is None:
-            yield x[start : start + batch_size], y[start : start + batch_size]
-        else:
-            idx = order[start : start + batch_size]
-            yield x[idx], y[idx.to(y.device)]
-
-
-def _split(name: str, raw: RawData, val_fraction: float, seed: int) -> DataSplits:
-    mean, std = _channel_stats(raw.train_x)
-    # In place: the raw tensors are ours, and Fashion-MNIST's copies cost 190 MB each.
-    train_all = raw.train_x.float().sub_(mean).div_(std)
-    test_x = raw.test_x.float().sub_(mean).div_(std)
-    train_idx, val_idx = carve_validation(len(raw.train_y), val_fraction, seed)
-    return DataSplits(
-        name=name,
-        train_x=train_all[train_idx],
-        train_y=raw.train_y[train_idx].long(),
-        val_x=train_all[val_idx],
-        val_y=raw.train_y[val_idx].long(),
-        test_x=test_x,
-        test_y=raw.test_y.long(),
-        input_shape=tuple(raw.train_x.shape[1:]),
-        num_classes=raw.num_classes,
-    )
-
-
-def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of the whole training set (validation part included).
-
-    Computed before the carve so that normalisation does not move with the seed; pixel
-    statistics carry no label information.
-    """
-    dims = [0, *range(2, x.dim())]
-    return x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True).clamp_min(1e-6)
-
 
 # -- IDX files (MNIST, Fashion-MNIST) -----------------------------------------------------
 
