@@ -56,8 +56,10 @@ def _find_idx_dir(places: Sequence[Path]) -> dict[str, Path] | None:
 
 
 def _idx_places(root: Path | None, torchvision_dir: str, default: Path | None) -> list[Path]:
-    places = [root, root / torchvision_dir / "raw"] if root is not None else []
-    return places + ([default] if default is not None else [])
+    """A root the user names is used or refused, never replaced: the default only without one."""
+    if root is not None:
+        return [root, root / torchvision_dir / "raw"]
+    return [default] if default is not None else []
 
 
 def _load_idx(

@@ -87,8 +87,9 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise TrackingError(
-            f"MLflow tracking server {uri} is not reachable ({reason}); start it with "
-            f"`mlflow server --host 0.0.0.0 --port 5000` or check --tracking-uri"
+            f"MLflow tracking server {uri} is not reachable ({reason}); start it with `mlflow "
+            f"server` (for other machines with authentication: README, 'Running on a cluster') "
+            f"or check --tracking-uri"
         ) from None
 
 
