@@ -202,6 +202,21 @@ def test_read_only_commands_do_not_import_ray() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_help_and_the_pareto_parser_import_neither_torch_ray_nor_mlflow() -> None:
+    """``archsearch --help`` answers at once: building every command's parser (and parsing a
+    ``pareto`` command line) loads none of the heavy stacks; they load when a command runs."""
+    script = (
+        "import sys, archsearch.cli;"
+        "archsearch.cli.build_parser().parse_args(['pareto', 'x', '--csv']);"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'mlflow'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
 def test_modules_and_functions_stay_small() -> None:
     """Where a newcomer gets lost: modules over 400 lines, functions over 60."""
     large = []

@@ -13,9 +13,6 @@ if TYPE_CHECKING:
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from archsearch.export import FORMATS, TOLERANCE
-
-    formats = "; ".join(f"{name}: {fmt.summary}" for name, fmt in FORMATS.items())
     p = commands.add_parser(
         "export",
         help="write a trial's subnetwork as ONNX, TorchScript, torch.export or safetensors",
@@ -23,10 +20,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "Rebuild the hardened subnetwork of a trial from subnetwork.json + "
             "weights.safetensors (never unpickling), write it in FORMAT, load the written file "
             "back in that format's runtime and compare its outputs with the rebuilt module "
-            f"(max |diff| <= {TOLERANCE:g}, else nothing is written). FLOPs are fvcore's for "
-            f"one input example (one multiply-accumulate = one flop), recounted on the rebuilt "
-            f"module and checked against the trial's. Formats: {formats}."
+            "(max |diff| <= {tolerance}, else nothing is written). FLOPs are fvcore's for "
+            "one input example (one multiply-accumulate = one flop), recounted on the rebuilt "
+            "module and checked against the trial's. Formats: {formats}."
         ),
+        formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "source",
@@ -38,11 +36,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         dest="fmt",
         required=True,
         metavar="FORMAT",
-        help=f"one of: {', '.join(FORMATS)}",
+        help="one of: {format_names}",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     add_tracking_uri(p, "MLflow store of a run id SOURCE")
     p.set_defaults(run=run)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Fills the formats and the tolerance into the help only when it is shown, so building
+    the parser for another command (or ``archsearch --help``) imports no torch."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(text.format_map(_help_names()) if "{" in text else text)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        return text.format_map(_help_names()) if text and "{" in text else text
+
+
+def _help_names() -> dict[str, str]:
+    from archsearch.export import FORMATS, TOLERANCE
+
+    return {
+        "tolerance": f"{TOLERANCE:g}",
+        "formats": "; ".join(f"{name}: {fmt.summary}" for name, fmt in FORMATS.items()),
+        "format_names": ", ".join(FORMATS),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
