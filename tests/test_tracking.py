@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -214,6 +215,37 @@ def test_pareto_tags_are_exactly_the_non_dominated_finished_runs(search, client)
     assert ids["weak"] not in tagged
     failed = client.get_run(ids["failed"])
     assert failed.data.tags["archsearch.pareto"] == "false"
+
+
+def test_the_front_kept_trial_by_trial_equals_the_front_of_all(store, client, trials) -> None:
+    """The tracker ranks each newcomer against the front only (a flat cost per trial); after
+    every trial its tags must still be exactly the non-dominated set of all finished runs."""
+    params, folder, metrics = trials[0]
+    tracker = SearchTracker("many-trials", tracking_uri=store)
+    rng = random.Random(7)
+    for i in range(25):
+        point = {
+            **metrics,
+            "val_accuracy": round(rng.uniform(0.5, 1.0), 2),  # rounding makes ties
+            "flops": rng.choice([100, 200, 300, 400, 500]),
+        }
+        point["flops_ratio"] = point["flops"] / 1000
+        tracker.log_trial(f"m{i}", params, metrics=point, trial_dir=folder)
+        runs = [r for r in _children(client, tracker) if r.info.status == "FINISHED"]
+        values = {
+            r.info.run_id: (r.data.metrics["val_accuracy"], r.data.metrics["flops"]) for r in runs
+        }
+        expected = {
+            run_id
+            for run_id, p in values.items()
+            if not any(_dominates(q, p) for other, q in values.items() if other != run_id)
+        }
+        tagged = {r.info.run_id for r in runs if r.data.tags["archsearch.pareto"] == "true"}
+        assert tagged == expected, f"after trial {i}"
+    ratios = [(v[0], v[1] / 1000) for v in values.values()]
+    assert tracker.hypervolume() == pytest.approx(
+        hypervolume_2d(ratios, ("max", "min"), (0.0, 1.0))
+    )
 
 
 def test_parent_run_holds_front_csv_and_hypervolume_curve(search, client, tmp_path) -> None:

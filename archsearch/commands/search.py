@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print(format_front_table(outcome.front))
     _progress(
-        f"{outcome.finished} trials finished, {outcome.failed} failed in {minutes:.1f} min; "
+        f"{outcome.finished} trials finished, {outcome.failed} failed"
+        f"{f' ({outcome.retried} retried after a lost node)' if outcome.retried else ''} "
+        f"in {minutes:.1f} min; "
         f"{len(outcome.front)} on the front, tagged archsearch.pareto=true in MLflow experiment "
         f"{outcome.name!r} ({outcome.tracking_uri}).\nNext: `archsearch pareto {outcome.name}`, "
         f"`archsearch ui`, `archsearch export RUN_ID --format onnx -o model.onnx`"

@@ -10,7 +10,9 @@ into the experiment folder; the real callbacks hold a tracking client and locks,
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from ray import tune
 from ray.tune import result as tune_result
 from ray.tune.callback import CallbackList
 
-from archsearch.errors import first_line, short_error
+from archsearch.errors import short_error
 
 if TYPE_CHECKING:
     from archsearch.tracking import SearchTracker
@@ -73,6 +75,7 @@ class SearchProgress(tune.Callback):
         self._ended: set[str] = set()
         self._errors: dict[str, str] = {}
         self._seen_restored = False
+        self._retried = 0  # trials run again after a lost node (see worker.RetryPolicy)
 
     def _observe(self, trials: list[Any]) -> None:
         self._trials = trials
@@ -100,6 +103,9 @@ class SearchProgress(tune.Callback):
         self._ended.add(trial.trial_id)
         self._errors[trial.trial_id] = short_error(trial_error_text(trial))
 
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._retried += 1
+
     def trial_logged(self, summary: dict[str, Any]) -> None:
         """The tracker's ``on_logged``: the trial is in MLflow, with the front it makes."""
         self.emit(self.line(summary))
@@ -109,7 +115,7 @@ class SearchProgress(tune.Callback):
         width = len(str(self.total))
         counts = (
             f"[{finished + failed:>{width}}/{self.total} done, {self.running()} running, "
-            f"{failed} failed]"
+            f"{failed} failed" + (f", {self._retried} retried" if self._retried else "") + "]"
         )
         return f"{counts} {self._what(summary)} -> {self._result(summary)} | {_front(summary)}"
 
@@ -146,51 +152,101 @@ def _front(summary: dict[str, Any]) -> str:
 class TrackingCallback(tune.Callback):
     """Logs each trial into MLflow on the driver when it ends, finished or errored.
 
-    A logging failure (a tracking server gone for a moment) is reported and counted in
-    ``errors`` rather than raised: raising here would stop the whole search."""
+    Through the tracker's ``outage``: while a tracking server is away, ended trials wait on
+    the driver (their files stay in the trial's checkpoint) and the search goes on; they are
+    logged when it answers, and a server away past the limit stops the search, interrupted.
+    An error of the write itself is reported and counted in ``errors``, never raised: raising
+    here would stop the whole search. A resumed search also logs the trials that ended before
+    but never reached the store (a driver killed while they waited)."""
 
     def __init__(
-        self, tracker: SearchTracker, on_logged: Callable[[dict[str, Any]], None] | None = None
+        self,
+        tracker: SearchTracker,
+        on_logged: Callable[[dict[str, Any]], None] | None = None,
+        emit: ProgressFn | None = None,
     ) -> None:
         self.tracker = tracker
         self.on_logged = on_logged
         self.errors: list[str] = []
+        self._handed: set[str] = set()  # trial ids given to the tracker
+        self._caught_up = False
+        tracker.outage.on_give_up = _stop_search
+        if emit is not None:
+            tracker.outage.emit = emit
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if not self._caught_up:
+            self._caught_up = True
+            self._catch_up(trials)
+        self.tracker.outage.poll()
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        metrics = {k: v for k, v in (trial.last_result or {}).items() if k not in _RAY_KEYS}
-        checkpoint = trial.checkpoint
-        if checkpoint is None:
-            self._log(trial, metrics, None, None)
-            return
-        # as_directory: the folder itself for local storage, a temporary copy for remote
-        with checkpoint.as_directory() as directory:
-            self._log(trial, metrics, Path(directory), None)
+        self._hand_over(trial, None)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._log(trial, None, None, trial_error_text(trial))
+        self._hand_over(trial, trial_error_text(trial))
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        """The trials have ended: log what still waits before the search's end is logged."""
+        self._catch_up(trials)
+        self.tracker.outage.drain()
+
+    def _catch_up(self, trials: list[Any]) -> None:
+        for trial in trials:
+            if trial.trial_id in self._handed or self.tracker.is_logged(trial.trial_id):
+                continue
+            if trial.status == "TERMINATED":
+                self._hand_over(trial, None)
+            elif trial.status == "ERROR":
+                self._hand_over(trial, trial_error_text(trial))
+
+    def _hand_over(self, trial: Any, error: str | None) -> None:
+        if trial.trial_id in self._handed:
+            return
+        self._handed.add(trial.trial_id)
+        metrics = None
+        if error is None:
+            metrics = {k: v for k, v in (trial.last_result or {}).items() if k not in _RAY_KEYS}
+        # the checkpoint, not its folder: a write that waits opens it again when it runs
+        checkpoint = trial.checkpoint if error is None else None
+        config = dict(trial.config)
+        self.tracker.outage.submit(
+            f"trial {trial.trial_id}",
+            lambda: self._log(trial.trial_id, config, metrics, checkpoint, error),
+            self._warn,
+        )
 
     def _log(
         self,
-        trial: Any,
+        trial_id: str,
+        config: dict[str, Any],
         metrics: dict[str, Any] | None,
-        directory: Path | None,
+        checkpoint: Any,
         error: str | None,
     ) -> None:
-        try:
-            run_id = self.tracker.log_trial(
-                trial.trial_id,
-                dict(trial.config),
-                metrics=metrics,
-                trial_dir=directory,
-                error=error,
-            )
-        except Exception as exc:
-            message = f"trial {trial.trial_id} was not logged to MLflow: {first_line(exc)}"
-            self.errors.append(message)
-            print(f"archsearch: warning: {message}", file=sys.stderr)
-            return
+        if checkpoint is None:
+            run_id = self.tracker.log_trial(trial_id, config, metrics=metrics, error=error)
+        else:
+            # as_directory: the folder itself for local storage, a temporary copy for remote
+            with checkpoint.as_directory() as directory:
+                run_id = self.tracker.log_trial(
+                    trial_id, config, metrics=metrics, trial_dir=Path(directory)
+                )
         if run_id is not None and self.on_logged is not None:
             self.on_logged(self.tracker.summary(run_id))
+
+    def _warn(self, message: str) -> None:
+        self.errors.append(message)
+        print(f"archsearch: warning: {message}", file=sys.stderr)
+
+
+def _stop_search() -> None:
+    """End the search as Ctrl-C does, so Tune saves its state for --resume: Tune's own
+    handler of SIGUSR1, installed while ``fit`` runs in the main thread. (Without that
+    handler, SIGUSR1 would kill the process: then the search goes on, its writes waiting.)"""
+    usr1 = getattr(signal, "SIGUSR1", None)  # none on Windows
+    if usr1 is not None and callable(signal.getsignal(usr1)):
+        os.kill(os.getpid(), usr1)
 
 
 #: keys Tune adds to every result: they describe the Ray run, not the trial (the node's IP

@@ -4,6 +4,10 @@
       each trial (a Ray actor, anywhere in the cluster): worker.run_one_trial ─▶ tune.report(
       metrics, checkpoint=the trial's files)     on the driver: TrackingCallback ─▶ MLflow
 
+A trial cut off by a lost node or worker process runs again from its start, up to ``retries``
+times (the space file's key); an exception of the trial's own code is never retried (see
+``worker.RetryPolicy``). Either way the trial id stays the same, so it is logged once.
+
 Resuming: Ray Tune saves the experiment (trials, Optuna's study) under ``storage/<name>`` and
 ``Tuner.restore`` picks it up; the tracker reopens the same parent run and skips trial ids it
 already logged, so an interrupted search ends with exactly the requested number of trials.
@@ -36,7 +40,7 @@ from archsearch.search.resume import (
     with_overrides,
     write_settings,
 )
-from archsearch.search.worker import trainable
+from archsearch.search.worker import RetryPolicy, trainable
 from archsearch.space import SAMPLERS, SearchSpec
 from archsearch.tracking import SearchTracker, check_reachable, resolve_tracking_uri
 from archsearch.trial import load_data, measure_reference
@@ -55,6 +59,8 @@ class SearchOutcome:
     trials: int
     finished: int = 0
     failed: int = 0
+    #: trials run again after a lost node or worker (each still logged once)
+    retried: int = 0
     interrupted: bool = False
     front: list[dict[str, Any]] = field(default_factory=list)
     logging_errors: list[str] = field(default_factory=list)
@@ -119,19 +125,21 @@ def _run(
         resume=resume,
     )
     progress = SearchProgress(spec.trials, on_progress)
-    tracking = TrackingCallback(tracker, on_logged=progress.trial_logged)
+    tracking = TrackingCallback(tracker, on_logged=progress.trial_logged, emit=on_progress)
+    retry = RetryPolicy(spec.retries, on_progress)
     outcome = SearchOutcome(spec.name, str(path), uri, tracker.parent_run_id, spec.trials)
     on_progress(_banner(spec, path, uri, tracker.parent_run_id, resume))
     write_settings(spec, path, uri)
     try:
         _measure_reference(spec, tracker, data, on_progress)
         # A second Ctrl-C raises out of fit: Ray skips its final save, and the last one holds.
-        with live_callbacks([progress, tracking]), contextlib.suppress(KeyboardInterrupt):
+        callbacks = [retry, progress, tracking]  # retry first: it decides before they see it
+        with live_callbacks(callbacks), contextlib.suppress(KeyboardInterrupt):
             _tuner(spec, path, resume).fit()
     except BaseException:
         tracker.finish(status="FAILED", log_front_models=False)
         raise
-    outcome.logging_errors = list(tracking.errors)
+    outcome.logging_errors, outcome.retried = list(tracking.errors), retry.retried
     counts = tracker.summary(tracker.parent_run_id)  # no such child: the search's counts only
     outcome.finished, outcome.failed = counts["finished"], counts["failed"]
     outcome.interrupted = progress.ended() < spec.trials
@@ -140,7 +148,8 @@ def _run(
     else:
         on_progress(f"logging the {len(tracker.front())} front models in MLflow ...")
         outcome.front = tracker.finish()
-    _log_dashboard(tracker, spec.name)
+    if not tracker.outage.gave_up:  # the dashboard, too, waits out a server that is away
+        tracker.when_answering(_log_dashboard, tracker, spec.name)
     return outcome
 
 
@@ -171,8 +180,9 @@ def _banner(spec: SearchSpec, path: Path, uri: str, parent: str, resume: bool) -
     return (
         f"{verb} search {spec.name!r}: {spec.trials} trials, {spec.concurrency} at a time, "
         f"sampler {spec.sampler} (seed {spec.seed}), {spec.cpu:g} CPU / {spec.gpu:g} GPU per "
-        f"trial\n  Ray state: {path}\n  MLflow: {uri}, experiment {spec.name!r}, parent run "
-        f"{parent}" + "".join(f"\n  pre-flight: {line}" for line in spec.preflight)
+        f"trial, up to {spec.retries} retries of a trial cut off by a lost node\n  Ray state: "
+        f"{path}\n  MLflow: {uri}, experiment {spec.name!r}, parent run {parent}"
+        + "".join(f"\n  pre-flight: {line}" for line in spec.preflight)
     )
 
 
@@ -199,7 +209,8 @@ def _tuner(spec: SearchSpec, path: Path, resume: bool) -> tune.Tuner:
             storage_path=str(path.parent),
             verbose=0,
             callbacks=[LiveCallbacks()],
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            # a lost node or worker: run the trial again (its own errors are not retried)
+            failure_config=tune.FailureConfig(max_failures=spec.retries, fail_fast=False),
         ),
     )
 

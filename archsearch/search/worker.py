@@ -4,11 +4,19 @@
 ``TrialConfig``, the trial runs in a temporary folder and reports once, at its end, with
 that folder as its checkpoint (multi-objective Optuna cannot prune on intermediate values,
 and one report keeps the contract with the tracker simple). The driver logs the report.
+
+Retries: Tune retries a trial on any failure (``FailureConfig(max_failures=retries)``), but
+only a lost node or worker process should run a trial again; an exception of the trial's own
+code is its result. Tune cannot tell the two apart (both reach it as errors of the trial's
+actor), so the trial tells it: before re-raising its own exception it reports one result
+marked ``OWN_ERROR``, and ``RetryPolicy`` on the driver, seeing it, uses up the trial's
+retries. The exception then ends the trial as an error, logged as a FAILED run as before.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +28,16 @@ from ray import tune
 
 from archsearch.config import TrialConfig
 from archsearch.data import DataSplits
+from archsearch.errors import first_line, short_error
+from archsearch.search.callbacks import ProgressFn, trial_error_text
 from archsearch.space import SearchSpec
 from archsearch.trial import load_data, run_trial
 
 #: the trainable's name; Ray checks that a restored search runs the same one
 TRIAL_FUNCTION = "archsearch_trial"
+
+#: the key of the result a trial reports just before raising its own exception
+OWN_ERROR = "archsearch_own_error"
 
 
 def trainable(spec: SearchSpec) -> Any:
@@ -38,7 +51,19 @@ def trainable(spec: SearchSpec) -> Any:
 
 
 def run_one_trial(spec: SearchSpec, config: dict[str, Any]) -> None:
-    """One trial inside a Tune worker: run it, then report once with its files."""
+    """One trial inside a Tune worker; its own exception is marked, then raised (see above)."""
+    try:
+        _run_and_report(spec, config)
+    except Exception as error:
+        # NaN objectives: Tune requires them in every result; Optuna ignores results of
+        # multi-objective trials before their end, and the error then ends this one
+        marked = {OWN_ERROR: first_line(error), **dict.fromkeys(spec.objectives, math.nan)}
+        tune.report({**marked, "node_id": ray.get_runtime_context().get_node_id()})
+        raise
+
+
+def _run_and_report(spec: SearchSpec, config: dict[str, Any]) -> None:
+    """Run the trial, then report once with its files."""
     started = time.perf_counter()
     torch.set_num_threads(max(1, int(spec.cpu)))
     trial_config = spec.trial_config(config)
@@ -74,3 +99,36 @@ def cached_data(config: TrialConfig) -> DataSplits:
         _DATA_CACHE.clear()
         _DATA_CACHE[key] = load_data(config)
     return _DATA_CACHE[key]
+
+
+class RetryPolicy(tune.Callback):
+    """On the driver: a trial whose own code raised is not retried (its marked result uses
+    up its retries before its error arrives); a trial cut off by a lost node or worker runs
+    again from its start, with one line saying so, and is counted in ``retried``."""
+
+    def __init__(self, retries: int, emit: ProgressFn) -> None:
+        self.retries = retries
+        self.emit = emit
+        self.retried = 0
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        if OWN_ERROR in result:
+            # Tune retries while failures (counted after this one) <= max_failures
+            trial.max_failures = trial.num_failures
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.retried += 1
+        self.emit(
+            f"trial {trial.trial_id} was cut off ({_last_failure(trial_error_text(trial))}); "
+            f"running it again from the start, retry {trial.num_failures} of {self.retries}"
+        )
+
+
+def _last_failure(text: str) -> str:
+    """The newest failure of Tune's error file (``Failure # N (occurred at ...)`` blocks) as
+    one short line: Ray's actor errors run to several sentences."""
+    summary = short_error(text.rpartition("Failure # ")[2].partition("\n")[2], limit=10_000)
+    first = summary.split(". ")[0]
+    return first if len(first) <= 160 else first[:157] + "..."

@@ -45,6 +45,7 @@ _TOP_LEVEL: dict[str, Any] = {
     "objectives": dict,
     "trials": int,
     "concurrency": int,
+    "retries": int,
     "sampler": dict,
     "resources": dict,
     "train": dict,
@@ -137,6 +138,7 @@ def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
         seed=sampler.get("seed", 0),
         cpu=float(resources.get("cpu", 1.0)),
         gpu=float(resources.get("gpu", 0.0)),
+        retries=raw.get("retries", 2),
     )
     _check_run_shape(spec, check)
     # last: building a model is the slow check; what it finds is the pre-flight report
@@ -147,6 +149,8 @@ def _check_run_shape(spec: SearchSpec, check: Check) -> None:
     for key in ("trials", "concurrency"):
         if getattr(spec, key) < 1:
             check.fail(key, f"expected an integer >= 1, got {getattr(spec, key)}")
+    if spec.retries < 0:
+        check.fail("retries", f"expected an integer >= 0, got {spec.retries}")
     if spec.sampler not in SAMPLERS:
         check.fail("sampler.name", f"expected one of: {', '.join(SAMPLERS)}")
     if spec.cpu <= 0:

@@ -105,6 +105,9 @@ class SearchSpec:
     seed: int = 0
     cpu: float = 1.0
     gpu: float = 0.0
+    #: how often a trial cut off by a lost node or worker process runs again from its start
+    #: (an exception of the trial's own code is never retried: it is a result)
+    retries: int = 2
     #: the pre-flight report (groups, dense FLOPs, layers left out), one line each; not part of
     #: ``describe``, so it never changes what a resumed search must match
     preflight: tuple[str, ...] = ()
@@ -142,6 +145,7 @@ class SearchSpec:
             "sampler.seed": self.seed,
             "resources.cpu": self.cpu,
             "resources.gpu": self.gpu,
+            "retries": self.retries,
             **{f"fixed.{k}": v for k, v in fixed.items()},
             **{f"space.{p.name}": p.describe() for p in self.params},
         }

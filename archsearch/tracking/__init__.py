@@ -6,12 +6,15 @@
 - ``rows``: a run as a row of the front, and the front read back from the store;
 - ``tracker``: ``SearchTracker``, which writes a search's runs as its trials end (no Ray: the
   search's callback calls it), with ``child_run`` building what one trial's run holds;
-- ``model_log``: a front run's subnetwork as an MLflow PyTorch-flavour model.
+- ``model_log``: a front run's subnetwork as an MLflow PyTorch-flavour model;
+- ``outage``: writes that wait while a tracking server is away; ``retry``: a SQLite file
+  other searches keep busy; ``driver``: one live search per name.
 
 Importing this package imports neither Ray nor Torch, so the read-only commands start fast.
 """
 
 from archsearch.tracking.model_log import log_pytorch_model
+from archsearch.tracking.outage import StoreOutage
 from archsearch.tracking.rows import (
     REFERENCE_KEYS,
     front_rows,
@@ -59,6 +62,7 @@ __all__ = [
     "REFERENCE_TAG",
     "TRIAL_TAG",
     "SearchTracker",
+    "StoreOutage",
     "StoredSearch",
     "TrackingError",
     "artifact_progress_bars_off",

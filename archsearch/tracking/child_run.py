@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +97,17 @@ def child_tags(
 def write_child_run(
     client: mlflow.MlflowClient,
     experiment_id: str,
-    params: dict[str, Any],
-    metrics: dict[str, Any],
-    tags: dict[str, str],
+    content: tuple[dict[str, Any], dict[str, Any], dict[str, str]],
     files: TrialFiles,
     error: str | None,
+    on_created: Callable[[str], None] = lambda run_id: None,
 ) -> str:
-    """Create, fill and end one child run (FAILED when ``error``); returns its id."""
+    """Create, fill and end one child run (FAILED when ``error``) from its (params, metrics,
+    tags); returns its id. ``on_created`` learns the id first, so a write cut off half-way
+    (a server gone) is known and replaced when the trial is written again."""
+    params, metrics, tags = content
     run_id = client.create_run(experiment_id, run_name=_run_name(tags), tags=tags).info.run_id
+    on_created(run_id)
     client.log_batch(
         run_id,
         params=[Param(k, param_value(v)) for k, v in params.items()],

@@ -11,6 +11,7 @@ than one thread, and MLflow's fluent API keeps a global "active run".
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import urllib.error
@@ -27,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
 from archsearch.errors import ArchSearchError, first_line
+from archsearch.tracking.retry import RetryingClient, drop_busy_records, init_lock, retry_busy
 
 
 class TrackingError(ArchSearchError):
@@ -74,18 +76,24 @@ def artifact_root(uri: str) -> Path | None:
     return path.parent / ARTIFACT_DIR if path is not None else None
 
 
-def check_reachable(uri: str, timeout: float = 3.0) -> None:
-    """Fail fast, before any trial runs, when a tracking server is not answering. Any HTTP
-    answer (even 401/404) counts as reachable: only the connection matters here."""
+def server_error(uri: str, timeout: float = 3.0) -> str | None:
+    """Why a tracking server is not answering, None when it answers (or ``uri`` is no
+    server). Any HTTP answer (even 401/404) counts: only the connection matters here."""
     if not uri.startswith(("http://", "https://")):
-        return
+        return None
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-            pass
+            return None
     except urllib.error.HTTPError:
-        return
+        return None
     except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
+        return str(getattr(error, "reason", error))
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast, before any trial runs, when a tracking server is not answering."""
+    reason = server_error(uri, timeout)
+    if reason is not None:
         raise TrackingError(
             f"MLflow tracking server {uri} is not reachable ({reason}); start it with `mlflow "
             f"server` (for other machines with authentication: README, 'Running on a cluster') "
@@ -118,11 +126,17 @@ def store_errors(uri: str) -> Iterator[None]:
 
 
 def open_client(uri: str) -> mlflow.MlflowClient:
-    """A client on ``uri``; a SQLite store's folder is created so a fresh store just works."""
+    """A client on ``uri`` whose calls wait out a busy SQLite file (``retry_busy``). A SQLite
+    store's folder is created so a fresh store just works, and its tables are created by one
+    process at a time: MLflow migrates an empty database without a lock, so two searches
+    starting together on a new store would both run the migrations."""
+    logging.getLogger("mlflow.store.db.utils").addFilter(drop_busy_records)
     path = _sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return mlflow.MlflowClient(uri)
+    if path is None:
+        return RetryingClient(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with init_lock(path):
+        return retry_busy(RetryingClient, uri)
 
 
 # -- experiments and runs ------------------------------------------------------------------

@@ -5,6 +5,11 @@ of the trial's checkpoint, so workers on other machines need no access to the st
 trial is logged once (a resumed search reloads what its parent run already holds), and after
 every trial the Pareto tags, the parent run's ``pareto.csv`` and its ``hypervolume`` metric
 are brought up to date. Nothing here knows Ray: the search's callback calls ``log_trial``.
+
+A tracking server that goes away is ``outage``'s business: the callback hands each trial's
+write to ``outage.submit``, and the end of the search (``finish``) waits for the server the
+same way. The parent run names its driver (``driver``), so a second search of the same name
+while this one runs is refused, and a parent run left RUNNING by a killed driver is resumable.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,15 @@ from archsearch.tracking.child_run import (
     param_value,
     write_child_run,
 )
+from archsearch.tracking.driver import (
+    DRIVER_TAG,
+    driver_state,
+    require_no_live_driver,
+    running_parents,
+    this_driver,
+)
 from archsearch.tracking.model_log import log_pytorch_model
+from archsearch.tracking.outage import Outage
 from archsearch.tracking.rows import (
     REFERENCE_KEYS,
     float_or_none,
@@ -73,12 +86,15 @@ class SearchTracker:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.objectives = dict(objectives or OBJECTIVES)
         check_reachable(self.tracking_uri)
+        self.outage = Outage(self.tracking_uri)
         self._lock = threading.Lock()
         self._rows: dict[str, dict[str, Any]] = {}  # finished child runs
         self._front: set[str] = set()
+        self._unranked: set[str] = set()  # finished runs the front has not been ranked with
         self._logged: set[str] = set()
         self._stale: dict[str, str] = {}  # trial id → child run left RUNNING by a crash
         self._failed = 0
+        self._summary_due = False  # a trial logged, its front and parent summary not yet
         self._trial_ids: dict[str, str] = {}  # run id → trial id, for summaries
         with store_errors(self.tracking_uri):
             self.client = open_client(self.tracking_uri)
@@ -89,16 +105,20 @@ class SearchTracker:
     # -- the parent run and what it already holds ----------------------------------------
 
     def _open_parent(self, search_params: dict[str, Any], resume: bool) -> str:
+        running = running_parents(self.client, self.experiment_id)
+        require_no_live_driver(running, self.experiment, self.tracking_uri)
         parent = latest_parent_run(self.client, self.experiment_id) if resume else None
         if parent is None:
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=f"search-{datetime.now():%Y%m%d-%H%M%S}",
-                tags={PARENT_TAG: "true"},
+                tags={PARENT_TAG: "true", DRIVER_TAG: this_driver()},
             )
+            self._refuse_a_twin(run)
             self._log_params(run.info.run_id, search_params, existing={})
             return run.info.run_id
         run_id = parent.info.run_id
+        self.client.set_tag(run_id, DRIVER_TAG, this_driver())
         if parent.info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
         # params are immutable in MLflow: a resumed search adds new keys only
@@ -110,6 +130,20 @@ class SearchTracker:
         new = [Param(k, param_value(v)) for k, v in flat.items() if k not in existing]
         if new:
             self.client.log_batch(run_id, params=new)
+
+    def _refuse_a_twin(self, run: Any) -> None:
+        """Two searches of one name started at the same moment both found no live driver:
+        the later parent run gives way (deleted, one line) to the earlier one."""
+        ours = (run.info.start_time, run.info.run_id)
+        earlier = [
+            r
+            for r in running_parents(self.client, self.experiment_id)
+            if (r.info.start_time, r.info.run_id) < ours
+            and driver_state(r.data.tags.get(DRIVER_TAG)) == "alive"
+        ]
+        if earlier:
+            self.client.delete_run(run.info.run_id)
+            require_no_live_driver(earlier, self.experiment, self.tracking_uri)
 
     def _load_children(self) -> None:
         """What a resumed search already logged: trial ids, finished rows, front membership."""
@@ -124,6 +158,7 @@ class SearchTracker:
             self._logged.add(trial_id)
             if status == "FINISHED":
                 self._rows[run.info.run_id] = row_from_run(run)
+                self._unranked.add(run.info.run_id)
                 if run.data.tags.get(PARETO_TAG) == "true":
                     self._front.add(run.info.run_id)
             else:
@@ -167,21 +202,37 @@ class SearchTracker:
             files = TrialFiles.read(trial_dir)
             metrics = {**files.metrics, **(metrics or {})}
             params = child_params(params, files)
-            if trial_id in self._stale:  # a driver killed while logging it: start over
-                self.client.delete_run(self._stale.pop(trial_id))
+            if trial_id in self._stale:  # half-written (a driver killed, a server gone): redo
+                self.client.delete_run(self._stale[trial_id])
+                del self._stale[trial_id]
             tags = child_tags(self.parent_run_id, trial_id, params, metrics, files, error)
             run_id = write_child_run(
-                self.client, self.experiment_id, params, metrics, tags, files, error
+                self.client,
+                self.experiment_id,
+                (params, metrics, tags),
+                files,
+                error,
+                on_created=lambda created: self._stale.__setitem__(trial_id, created),
             )
+            del self._stale[trial_id]
             self._logged.add(trial_id)
             self._trial_ids[run_id] = trial_id
             if error is None:
                 self._rows[run_id] = trial_row(run_id, trial_id, params, numeric(metrics), tags)
+                self._unranked.add(run_id)
             else:
                 self._failed += 1
+            self._summary_due = True
             self._update_front()
             self._log_parent_summary(hypervolume=error is None)
+            self._summary_due = False
             return run_id
+
+    def is_logged(self, trial_id: str) -> bool:
+        """Whether this search's store holds the trial (a resumed search's check for ended
+        trials that never reached it)."""
+        with self._lock:
+            return trial_id in self._logged
 
     def summary(self, run_id: str) -> dict[str, Any]:
         """What a progress line needs about a just-logged trial and the search so far."""
@@ -204,15 +255,18 @@ class SearchTracker:
     # -- the front -----------------------------------------------------------------------
 
     def _update_front(self) -> None:
-        """Recompute the front over all finished trials; retag only runs whose membership
-        changed (usually one or two), so the cost per trial stays flat."""
-        run_ids = list(self._rows)
+        """The front after more finished trials: the old front plus the trials not yet ranked
+        is enough (a trial off the front is beaten by a front member, so it stays off), which
+        keeps the cost per trial flat however many trials came before. Retags only runs whose
+        membership changed."""
+        run_ids = [*self._front, *self._unranked]
         points = [_values(self._rows[r], self.objectives) for r in run_ids]
         flags = non_dominated(points, list(self.objectives.values()))
         front = {r for r, on in zip(run_ids, flags, strict=True) if on}
         for run_id in front ^ self._front:
             self.client.set_tag(run_id, PARETO_TAG, "true" if run_id in front else "false")
         self._front = front
+        self._unranked.clear()
 
     def hypervolume(self) -> float | None:
         """Hypervolume of the finished trials over (val_accuracy, flops_ratio) with reference
@@ -222,7 +276,8 @@ class SearchTracker:
         if axes is None:
             return None
         keys, directions, reference = axes
-        points = [_values(row, keys) for row in self._rows.values()]
+        # only the front dominates area; its flops and flops_ratio fronts are the same runs
+        points = [_values(self._rows[run_id], keys) for run_id in self._front]
         return hypervolume_2d(points, directions, reference)
 
     def front(self) -> list[dict[str, Any]]:
@@ -244,8 +299,30 @@ class SearchTracker:
 
     def finish(self, *, status: str = "FINISHED", log_front_models: bool = True) -> list[dict]:
         """Log the final front's models in MLflow's PyTorch flavour (seconds each, hence only
-        here and only for the front), end the parent run, and return the front rows."""
+        here and only for the front), end the parent run, and return the front rows. Waits
+        for a tracking server that is away, up to the outage limit (then ``StoreOutage``),
+        except for a FAILED search: its error goes first, and a parent left RUNNING by a
+        driver that is gone stays resumable."""
+        if status == "FAILED":
+            if self.outage.gave_up or not self.outage.answering():
+                return []
+            return self._finish(status, log_front_models)
+        self.outage.drain()
+        if self.outage.gave_up:
+            raise self.outage.error()
+        return self.outage.call(lambda: self._finish(status, log_front_models))
+
+    def when_answering(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, waiting out a tracking server that is away like ``finish`` does
+        (for the dashboard the search logs last)."""
+        return self.outage.call(lambda: fn(*args))
+
+    def _finish(self, status: str, log_front_models: bool) -> list[dict]:
         with self._lock:
+            if self._summary_due:
+                self._update_front()
+                self._log_parent_summary(hypervolume=True)
+                self._summary_due = False
             rows = self._front_rows()
             if log_front_models:
                 for row in rows:
