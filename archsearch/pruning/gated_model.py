@@ -84,7 +84,8 @@ class GatedModel(nn.Module):
         if group.kind == "input":
             return self.weight_of(group.consumers[0].layer).pow(2).mean(0)
         rows = [self.weight_of(p).pow(2).flatten(1) for p in group.producers]
-        return torch.cat(rows, dim=1).mean(1)
+        per_channel = torch.cat(rows, dim=1).mean(1)
+        return per_channel.view(group.repeat, group.size).mean(0)
 
     def keep_probabilities(
         self, scores: dict[str, torch.Tensor | None] | None = None
@@ -129,15 +130,27 @@ class GatedModel(nn.Module):
             if group.kind == "input":
                 layer = self._modules_by_name[group.consumers[0].layer]
                 self._handles.append(layer.register_forward_pre_hook(self._input_hook(group.name)))
-            for site in group.mask_sites:
+            channels = group.site_channels or ((),) * len(group.mask_sites)
+            for site, index in zip(group.mask_sites, channels, strict=True):
                 module = self._modules_by_name[site]
-                self._handles.append(module.register_forward_hook(self._output_hook(group.name)))
+                hook = self._output_hook(group, isinstance(module, nn.Linear), index)
+                self._handles.append(module.register_forward_hook(hook))
 
-    def _output_hook(self, group_name: str):
+    def _output_hook(self, group: GroupSpec, last_axis: bool, index: tuple[int, ...]):
+        """Multiply the module's output on its channel axis: the last one for a Linear layer
+        (features, or channels of a channels-last image), else dim 1 (N, C, ...); ``index``
+        places the mask on the channels the group spans (a norm after a concatenation)."""
+        name, repeat = group.name, group.repeat
+
         def multiply(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
             if self._active is None:
                 return output
-            z = self._active[group_name]
+            z = self._active[name]
+            z = z.repeat(repeat) if repeat > 1 else z  # channel j of every convolution group
+            if index:
+                z = spread(z, index, output.shape[-1 if last_axis else 1])
+            if last_axis:
+                return output * z
             return output * z.view(1, -1, *([1] * (output.dim() - 2)))
 
         return multiply
@@ -193,6 +206,12 @@ class GatedModel(nn.Module):
         finally:
             self._handles = []
             self._attach_hooks()
+
+
+def spread(values: torch.Tensor, index: tuple[int, ...], width: int) -> torch.Tensor:
+    """``values`` at positions ``index`` of a vector of ones ``width`` long."""
+    full = values.new_ones(width)
+    return full.index_copy(0, torch.tensor(index, device=values.device), values)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,17 @@ A *group spec* names one gate's territory: the layers whose outputs (or, for inp
 inputs) it switches, the layers that consume those outputs, and the module whose output the
 mask multiplies. Structured groups come from Torch-Pruning's dependency graph, so channels
 coupled by residual additions (or concatenations) share one gate on any model it can trace.
+
+Three layouts need more than Torch-Pruning's groups as they come:
+
+* grouped convolutions: hardening keeps every convolution group equally wide, so one gate
+  element switches channel ``j`` of each group (``repeat`` channels); depthwise convolutions
+  follow their input channels, as Torch-Pruning couples them;
+* channels reordered by a reshape (ShuffleNet's channel shuffle) or normalised together
+  (LayerNorm, GroupNorm): removing some would change the rest, so those groups are refused,
+  one line per layer, before training (``FoundGroups.refused``), and the rest are gated;
+* Linear layers on channels-last images (ConvNeXt's blocks) are pointwise convolutions:
+  they are channels, masked on the last axis of their output.
 """
 
 from __future__ import annotations
@@ -17,6 +28,18 @@ from torch import nn
 
 from archsearch.errors import ConfigError, GranularityError
 from archsearch.models import classifier_layer
+from archsearch.pruning.tracing import (
+    PRUNABLE_TYPES,
+    build_dependency_graph,
+    candidate_groups,
+    channel_groups,
+    device_of,
+    producer_layers,
+    refusal,
+    tolerant_index_mapping,
+)
+
+__all__ = ["PRUNABLE_TYPES", "build_dependency_graph", "tolerant_index_mapping"]
 
 GRANULARITIES: tuple[str, ...] = ("weight", "neuron", "channel", "channel+neuron")
 
@@ -26,8 +49,6 @@ _STRUCTURED_KINDS: dict[str, tuple[str, ...]] = {
     "channel": ("channel",),
     "channel+neuron": ("channel", "neuron"),
 }
-
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,23 @@ class GroupSpec:
     consumers: tuple[Consumer, ...] = ()
     #: modules whose forward output is multiplied by the mask (BN after a conv, else the layer)
     mask_sites: tuple[str, ...] = ()
+    #: convolution groups the channels are split into: gate element ``j`` switches channel
+    #: ``j + k * size`` for every ``k < repeat``, so every group keeps the same width
+    repeat: int = 1
+    #: per mask site, the channels of its output the group spans (empty: all, in order)
+    site_channels: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def width(self) -> int:
+        """Channels the group spans (``size`` gate elements, each ``repeat`` channels)."""
+        return self.size * self.repeat
+
+
+class FoundGroups(list):
+    """``find_groups``' answer: the groups to gate (a plain list) and, in ``refused``, one
+    line per layer that cannot be gated and why, for the report before training."""
+
+    refused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,7 +136,7 @@ def layer_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, 
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=_device_of(model)))
+            model(torch.zeros(1, *input_shape, device=device_of(model)))
     finally:
         model.train(was_training)
         for handle in handles:
@@ -133,6 +171,7 @@ def _geometry(name: str, module: nn.Module, out_shape: tuple[int, ...]) -> Layer
         bias,
         module.in_features,
         module.out_features,
+        {"channels_last": len(out_shape) == 4},  # a pointwise conv on (N, H, W, C)
     )
 
 
@@ -143,19 +182,22 @@ def find_groups(
     *,
     gate_inputs: bool = False,
     geometry: dict[str, LayerGeometry] | None = None,
-) -> list[GroupSpec]:
+) -> FoundGroups:
     """The groups a gate method will switch on ``model`` at ``granularity``.
 
     Raises GranularityError when the model has nothing to gate at that granularity, so a
-    search never trains a model that cannot be pruned the way it was asked. Pass the model's
-    ``layer_geometry`` when the caller needs it too, to trace the model once.
+    search never trains a model that cannot be pruned the way it was asked. Layers that cannot
+    be gated are named in the answer's ``refused`` lines. Pass the model's ``layer_geometry``
+    when the caller needs it too, to trace the model once.
     """
     check_granularity(granularity)
     geometry = geometry if geometry is not None else layer_geometry(model, input_shape)
     if granularity == "weight":
         if gate_inputs:
             raise ConfigError("gate_inputs applies to neuron granularity, not weight")
-        return [GroupSpec(name, "weight", g.weight_count, (name,)) for name, g in geometry.items()]
+        return FoundGroups(
+            GroupSpec(name, "weight", g.weight_count, (name,)) for name, g in geometry.items()
+        )
     groups = _structured_groups(model, input_shape, _STRUCTURED_KINDS[granularity], geometry)
     if gate_inputs:
         if "neuron" not in _STRUCTURED_KINDS[granularity]:
@@ -163,23 +205,37 @@ def find_groups(
                 "gate_inputs needs a granularity with neurons (neuron or channel+neuron)"
             )
         groups.insert(0, _input_group(model, geometry))
+    _check_found(groups, granularity)
+    return groups
+
+
+def _check_found(groups: FoundGroups, granularity: str) -> None:
+    kinds = _STRUCTURED_KINDS[granularity]
     if not groups:
+        refused = f" ({len(groups.refused)} refused: {groups.refused[0]})" if groups.refused else ""
         raise GranularityError(
             f"granularity {granularity!r} finds nothing to prune in this model: it has no "
-            f"{' or '.join(_describe(k) for k in _STRUCTURED_KINDS[granularity])} besides the "
-            "classifier; use a granularity it has (e.g. weight)"
+            f"{' or '.join(_describe(k) for k in kinds)} it can gate besides the classifier"
+            f"{refused}; use a granularity it has (e.g. weight)"
         )
-    missing = [k for k in _STRUCTURED_KINDS[granularity] if not any(g.kind == k for g in groups)]
+    missing = [k for k in kinds if not any(g.kind == k for g in groups)]
     if missing:
         raise GranularityError(
             f"granularity {granularity!r} needs {_describe(missing[0])} to prune but this model "
             f"has none; choose {'neuron' if missing[0] == 'channel' else 'channel'} instead"
         )
-    return groups
 
 
 def _describe(kind: str) -> str:
     return {"neuron": "hidden Linear layers", "channel": "Conv2d layers"}[kind]
+
+
+def _kind(root: nn.Module, geometry: LayerGeometry) -> str:
+    """Convolutions and Linear layers on channels-last images switch channels; other Linear
+    layers switch neurons."""
+    if isinstance(root, nn.Conv2d) or geometry.extra.get("channels_last"):
+        return "channel"
+    return "neuron"
 
 
 def _structured_groups(
@@ -187,38 +243,51 @@ def _structured_groups(
     input_shape: tuple[int, ...],
     kinds: tuple[str, ...],
     geometry: dict[str, LayerGeometry],
-) -> list[GroupSpec]:
+) -> FoundGroups:
     graph = build_dependency_graph(model, input_shape)
     names = {module: name for name, module in model.named_modules()}
+    classifier = classifier_layer(model)
     order = list(geometry)
-    groups = []
-    for group in graph.get_all_groups(
-        ignored_layers=[classifier_layer(model)], root_module_types=list(PRUNABLE_TYPES)
-    ):
-        root = group[0].dep.target.module
-        kind = "channel" if isinstance(root, nn.Conv2d) else "neuron"
-        if kind in kinds and names[root] in geometry:
-            groups.append(_group_spec(graph, group, names, kind))
-    return sorted(groups, key=lambda g: order.index(g.name))
+    groups, refused = [], []
+    for root, group in candidate_groups(graph, classifier, names):
+        if names.get(root) not in geometry or _kind(root, geometry[names[root]]) not in kinds:
+            continue
+        reason = group if isinstance(group, str) else refusal(graph, group, names)
+        repeat = channel_groups(group) if reason is None else None
+        if reason is None and repeat is None:
+            reason = "its convolution groups cannot be kept equally wide along this path"
+        if reason is not None:
+            layers = [root] if isinstance(group, str) else producer_layers(graph, group, classifier)
+            refused += [
+                f"layer {names[m]!r} ({type(m).__name__}) is not gated: {reason}" for m in layers
+            ]
+            continue
+        spec = _group_spec(graph, group, names, _kind(root, geometry[names[root]]))
+        groups.append(_with_repeat(spec, repeat))
+    found = FoundGroups(sorted(groups, key=lambda g: order.index(g.name)))
+    found.refused = tuple(dict.fromkeys(refused))
+    return found
 
 
-def build_dependency_graph(model: nn.Module, input_shape: tuple[int, ...]) -> tp.DependencyGraph:
-    was_training = model.training
-    try:
-        model.eval()
-        example = torch.zeros(1, *input_shape, device=_device_of(model))
-        with torch.enable_grad():  # the graph is traced through autograd
-            return tp.DependencyGraph().build_dependency(
-                model, example_inputs=example, verbose=False
-            )
-    finally:
-        model.train(was_training)
+def _with_repeat(spec: GroupSpec, repeat: int) -> GroupSpec:
+    if repeat == 1:
+        return spec
+    return GroupSpec(
+        spec.name,
+        spec.kind,
+        spec.size // repeat,
+        spec.producers,
+        spec.consumers,
+        spec.mask_sites,
+        repeat,
+        spec.site_channels,
+    )
 
 
 def _group_spec(graph: tp.DependencyGraph, group: Any, names: dict, kind: str) -> GroupSpec:
     root = group[0].dep.target.module
     size = len(group[0].idxs)
-    producers, consumers, norms = [], [], set()
+    producers, consumers, norms = [], [], {}
     for item in group:
         module = item.dep.target.module
         outgoing = graph.is_out_channel_pruning_fn(item.dep.handler)
@@ -229,13 +298,23 @@ def _group_spec(graph: tp.DependencyGraph, group: Any, names: dict, kind: str) -
                 width = module.in_channels if isinstance(module, nn.Conv2d) else module.in_features
                 consumers.append(Consumer(names[module], len(item.idxs) / width))
         elif outgoing and isinstance(module, nn.modules.batchnorm._BatchNorm):
-            norms.add(module)
+            norms[module] = tuple(getattr(i, "idx", i) for i in item.idxs)
     producers = list(dict.fromkeys(producers))
     sites = [
         _mask_site(graph, names, dict(graph.model.named_modules())[p], norms) for p in producers
     ]
+    # a BatchNorm further on (DenseNet's norm after a concatenation) turns a masked zero into
+    # its shift: mask after it too, so a dropped channel stays zero wherever it is consumed
+    further = [n for n in norms if names[n] not in sites]
+    channels = [()] * len(sites) + [norms[n] for n in further]
     return GroupSpec(
-        names[root], kind, size, tuple(producers), tuple(dict.fromkeys(consumers)), tuple(sites)
+        names[root],
+        kind,
+        size,
+        tuple(producers),
+        tuple(dict.fromkeys(consumers)),
+        tuple(sites + [names[n] for n in further]),
+        site_channels=tuple(channels),
     )
 
 
@@ -257,9 +336,3 @@ def _input_group(model: nn.Module, geometry: dict[str, LayerGeometry]) -> GroupS
             f"starts with a convolution ({first_name}); drop gate_inputs"
         )
     return GroupSpec("input", "input", first.in_width, (), (Consumer(first_name, 1.0),))
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")

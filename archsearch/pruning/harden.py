@@ -18,8 +18,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from archsearch.pruning.gated_model import GatedModel
-from archsearch.pruning.groups import GroupSpec, build_dependency_graph
+from archsearch.errors import ConfigError, first_line
+from archsearch.pruning.gated_model import GatedModel, spread
+from archsearch.pruning.groups import GroupSpec, build_dependency_graph, tolerant_index_mapping
 
 
 class SelectFeatures(nn.Module):
@@ -60,7 +61,7 @@ def harden(gated: GatedModel, input_shape: tuple[int, ...]) -> HardenedModel:
                 mask[strongest] = True
                 scale[strongest] = scale[strongest] if scale[strongest] > 0 else 1.0
                 degenerate.append(group.name)
-            _fold(modules, group, mask.to(scale.dtype) * scale)
+            _fold(modules, group, (mask.to(scale.dtype) * scale).repeat(group.repeat))
             if group.kind == "weight":
                 densities[group.name] = float(mask.float().mean())
             else:
@@ -71,9 +72,15 @@ def harden(gated: GatedModel, input_shape: tuple[int, ...]) -> HardenedModel:
 
 
 def _structure_entry(group: GroupSpec, mask: torch.Tensor) -> dict[str, Any]:
+    """Kept channels in the root layer's numbering: gate element ``j`` of a group split into
+    ``repeat`` convolution groups keeps channel ``j + k * size`` of each."""
     root = group.producers[0] if group.producers else group.consumers[0].layer
-    kept = torch.nonzero(mask).flatten().tolist()
-    return {"name": group.name, "kind": group.kind, "root": root, "size": group.size, "kept": kept}
+    kept = [
+        k * group.size + j
+        for k in range(group.repeat)
+        for j in torch.nonzero(mask).flatten().tolist()
+    ]
+    return {"name": group.name, "kind": group.kind, "root": root, "size": group.width, "kept": kept}
 
 
 def _fold(modules: dict[str, nn.Module], group: GroupSpec, factor: torch.Tensor) -> None:
@@ -85,12 +92,14 @@ def _fold(modules: dict[str, nn.Module], group: GroupSpec, factor: torch.Tensor)
     if group.kind == "input":
         modules[group.consumers[0].layer].weight.mul_(factor.view(1, -1))
         return
-    for site in group.mask_sites:
+    channels = group.site_channels or ((),) * len(group.mask_sites)
+    for site, index in zip(group.mask_sites, channels, strict=True):
         module = modules[site]
+        scale = spread(factor, index, module.weight.shape[0]) if index else factor
         shape = (-1,) if isinstance(module, nn.modules.batchnorm._BatchNorm) else _row_shape(module)
-        module.weight.mul_(factor.view(shape))
+        module.weight.mul_(scale.view(shape))
         if module.bias is not None:
-            module.bias.mul_(factor)
+            module.bias.mul_(scale)
 
 
 def _row_shape(module: nn.Module) -> tuple[int, ...]:
@@ -113,11 +122,23 @@ def apply_structure(
         root = modules[entry["root"]]
         if entry["kind"] == "input":
             if dropped:
-                graph.get_pruning_group(root, tp.prune_linear_in_channels, dropped).prune()
+                _remove(graph, root, tp.prune_linear_in_channels, dropped, entry["root"])
             _replace(model, entry["root"], nn.Sequential(SelectFeatures(entry["kept"]), root))
         elif dropped:
-            graph.get_pruning_group(root, _OUT_PRUNERS[type(root)], dropped).prune()
+            _remove(graph, root, _OUT_PRUNERS[type(root)], dropped, entry["root"])
     return model
+
+
+def _remove(graph: tp.DependencyGraph, root: nn.Module, how: Any, dropped: list, name: str) -> None:
+    """Torch-Pruning's removal of one group; a failure names the layer in one line."""
+    try:
+        with tolerant_index_mapping():
+            graph.get_pruning_group(root, how, dropped).prune()
+    except Exception as error:
+        raise ConfigError(
+            f"cannot remove {len(dropped)} channels of layer {name!r} "
+            f"({type(error).__name__}: {first_line(error)})"
+        ) from None
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

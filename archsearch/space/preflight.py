@@ -12,6 +12,7 @@ data is loaded here unless an entry cannot tell its geometry without loading.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from torch import nn
@@ -165,6 +166,9 @@ def _summary(groups: list[GroupSpec]) -> str:
     return f"{len(groups)} {noun}{'s' if len(groups) != 1 else ''}, {what}"
 
 
+_LAYER_NAME = re.compile(r"^layer '([^']+)'")
+
+
 def _not_gated(
     model: nn.Module, granularity: str, groups: list[GroupSpec], geometry: dict[str, Any]
 ) -> list[str]:
@@ -172,9 +176,11 @@ def _not_gated(
     them it can remove (the classifier's outputs are the classes and are never gated)."""
     if granularity == "weight":
         return []  # every layer that runs is gated weight by weight
+    refused = list(getattr(groups, "refused", ()))  # find_groups' own reasons, layer by layer
     covered = {name for group in groups for name in group.producers}
+    covered |= {match.group(1) for line in refused if (match := _LAYER_NAME.match(line))}
     classifier = classifier_layer(model)
-    return [
+    return refused + [
         f"layer {name!r} ({type(module).__name__}) is not gated: Torch-Pruning finds no "
         f"{_UNITS['channel' if isinstance(module, nn.Conv2d) else 'neuron']} of it to remove"
         for name, module in model.named_modules()
