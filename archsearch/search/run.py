@@ -142,7 +142,9 @@ def _run(
     outcome.logging_errors, outcome.retried = list(tracking.errors), retry.retried
     counts = tracker.summary(tracker.parent_run_id)  # no such child: the search's counts only
     outcome.finished, outcome.failed = counts["finished"], counts["failed"]
-    outcome.interrupted = progress.ended() < spec.trials
+    # What the store holds decides: a resumed search whose trials had all ended before sees
+    # no step of its own (the callback catches them up), so Ray's progress would count none.
+    outcome.interrupted = max(progress.ended(), outcome.finished + outcome.failed) < spec.trials
     if outcome.interrupted:
         tracker.finish(status="KILLED", log_front_models=False)  # --resume sets it RUNNING
     else:
