@@ -6,19 +6,19 @@ folder or as the artifacts of an MLflow run. The module is rebuilt from those tw
 format's own runtime and compared with the rebuilt module on random batches; only a file that
 passes is moved into place, so a failed export leaves nothing behind.
 
-Each format is one registry entry (writer, loader, extra files), so adding one touches no
-control flow. ONNX uses the TorchScript-based exporter (``dynamo=False``): on these plain
-Conv/Linear graphs it gives the same operators as the torch.export-based one, in a tenth of
-the time or less, in files several times smaller (no per-node stack traces or value_info),
-with no console output of its own. The verification below catches a divergence from
-either exporter.
+Each format is one registry entry (writer, loader, extra files). ONNX uses the TorchScript
+exporter (``dynamo=False``): the same operators as the torch.export one on these graphs, in a
+tenth of the time, in smaller files; verification catches a divergence from either. A format
+that cannot express a layer is refused in one line naming the formats verified to work.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from archsearch.errors import ArchSearchError, ConfigError, first_line
+from archsearch.models import primary_output
 from archsearch.pruning.flops import count_flops, count_nonzero_params, count_params
 from archsearch.subnetwork import rebuild_subnetwork
 
@@ -92,8 +93,22 @@ def _example(description: dict[str, Any], batch: int, seed: int = 0) -> torch.Te
     return torch.randn((batch, *shape), generator=torch.Generator().manual_seed(seed))
 
 
+@contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """The ONNX exporter prints its IR graph from C++ when it fails: the user gets one line."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _write_onnx(module: nn.Module, description: dict[str, Any], path: Path) -> None:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _native_stdout_silenced():
         # the TorchScript-based exporter is deprecated in favour of dynamo=True (see above)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -317,10 +332,7 @@ def _write_verified(
         try:
             export_format.write(module, description, staged)
         except Exception as error:
-            raise ExportError(
-                f"cannot write this subnetwork as {fmt} ({first_line(error)}); try another "
-                f"format: {', '.join(f for f in FORMATS if f != fmt)}"
-            ) from None
+            raise _refusal(fmt, error, reference, description, Path(stage)) from None
         diff = _verify(export_format, fmt, staged, reference, description)
         for src, dst in zip(
             (staged, *export_format.companions(staged)),
@@ -329,6 +341,26 @@ def _write_verified(
         ):
             os.replace(src, dst)
     return diff, output.stat().st_size
+
+
+def _refusal(
+    fmt: str, error: Exception, reference: nn.Module, description: dict[str, Any], stage: Path
+) -> ExportError:
+    """One line: why ``fmt`` cannot express this subnetwork (ONNX has no adaptive pooling to
+    a size that does not divide its input) and which formats can, each written and verified
+    in the staging folder on a copy of the module (exporters may change what they are given)."""
+    working = []
+    for name in (f for f in FORMATS if f != fmt):
+        try:
+            FORMATS[name].write(copy.deepcopy(reference), description, stage / f"probe.{name}")
+            _verify(FORMATS[name], name, stage / f"probe.{name}", reference, description)
+            working.append(name)
+        except Exception:  # this format cannot either: left out of the advice
+            continue
+    shape = "x".join(str(d) for d in description["model"]["input_shape"])
+    cause = first_line(error).split(". ")[0].split(" [Caused by")[0].strip()[:160]
+    advice = f"formats verified to work here: {', '.join(working or ['none'])}"
+    return ExportError(f"cannot write this subnetwork as {fmt} at {shape} ({cause}); {advice}")
 
 
 def _verify(
@@ -351,7 +383,7 @@ def _verify(
     for seed, batch in enumerate(VERIFY_BATCHES, start=1):
         x = _example(description, batch, seed)
         with torch.no_grad():
-            expected, got = reference(x), run(x)
+            expected, got = primary_output(reference(x)), primary_output(run(x))
         if tuple(got.shape) != tuple(expected.shape):
             raise ExportError(
                 f"the written {fmt} file returns shape {tuple(got.shape)} for a batch of "

@@ -7,10 +7,18 @@ plain ``def build_net(input_shape, num_classes, width=8)`` works as it stands an
 ``nn.Module`` subclass. Whatever it returns must give one score per class: ``check_output``
 says so in one line before any training, for bundled models as well. ``load_dense_weights``
 starts any model from a trained state dict. ``archsearch.models`` re-exports both.
+
+Models that return more than logits (GoogLeNet's and Inception's auxiliary heads in training
+mode, other tuples, dicts) follow one rule, ``primary_output``: the logits are ``.logits`` of
+a named tuple, the first element of any other tuple or list, the ``"out"`` or ``"logits"`` entry
+of a dict. Only they feed the loss, the accuracy, FLOPs and export. The other class-score
+outputs (``aux_outputs``) add ``aux_loss_weight × cross-entropy`` each when the model has a
+positive ``aux_loss_weight`` attribute (off by default; torchvision's ``aux_weight`` option).
 """
 
 from __future__ import annotations
 
+import collections
 import inspect
 import os
 from collections.abc import Callable
@@ -25,6 +33,43 @@ from archsearch.registry import check_options
 from archsearch.user_code import import_callable, keyword_options
 
 _SHAPE, _CLASSES = "input_shape", "num_classes"
+#: the dict keys that name a model's primary output, in order of preference
+PRIMARY_KEYS = ("out", "logits")
+#: the model attribute that weighs the loss of each auxiliary output (absent or 0: none)
+AUX_WEIGHT_ATTRIBUTE = "aux_loss_weight"
+
+
+def primary_output(output: Any) -> Any:
+    """The logits of a model's output, by the one rule in the module docstring; anything
+    else is returned as it is (a tensor, or something the caller reports)."""
+    if isinstance(output, tuple) and hasattr(output, "_fields"):
+        fields = output._fields  # type: ignore[attr-defined]
+        return output.logits if "logits" in fields else output[0]
+    if isinstance(output, (tuple, list)):
+        return output[0] if output else output
+    if isinstance(output, dict):
+        key = next((k for k in PRIMARY_KEYS if k in output), None)
+        return output[key] if key is not None else output
+    return output
+
+
+def aux_outputs(output: Any) -> list[torch.Tensor]:
+    """The outputs beside the primary one that are tensors (auxiliary heads' logits); None
+    entries (torchvision's when a head is off) are skipped."""
+    if isinstance(output, dict):
+        primary = primary_output(output)
+        rest = [v for v in output.values() if v is not primary]
+    elif isinstance(output, (tuple, list)):
+        primary = primary_output(output)
+        rest = [v for v in output if v is not primary]
+    else:
+        return []
+    return [v for v in rest if isinstance(v, torch.Tensor)]
+
+
+def aux_loss_weight(model: nn.Module) -> float:
+    """The weight of each auxiliary output's loss (0 unless the model asks for one)."""
+    return float(getattr(model, AUX_WEIGHT_ATTRIBUTE, 0.0) or 0.0)
 
 
 @dataclass(frozen=True)
@@ -114,6 +159,32 @@ def _leading_required(path: str, params: list[inspect.Parameter]) -> tuple[str, 
     return tuple(required[:2])
 
 
+AUX_HEADS = ("aux1", "aux2", "AuxLogits")
+
+
+def aux_head_params(model: nn.Module) -> int:
+    """Parameters of the auxiliary heads ``drop_aux_heads`` removes: not part of the network
+    that is compared with its hardened version."""
+    heads = [getattr(model, name, None) for name in AUX_HEADS]
+    return sum(p.numel() for head in heads if head is not None for p in head.parameters())
+
+
+def drop_aux_heads(model: nn.Module) -> bool:
+    """Remove torchvision's training-only auxiliary heads (GoogLeNet, Inception v3) from a
+    hardened model; True if there were any. The pruning graph is traced in evaluation mode,
+    where the heads do not run, so their inputs keep the dense width while the trunk shrinks:
+    the hardened model could no longer run in training mode with them."""
+    heads = [name for name in AUX_HEADS if getattr(model, name, None)]
+    if not heads or not isinstance(getattr(model, "aux_logits", None), bool):
+        return False
+    for name in heads:
+        setattr(model, name, None)
+    model.aux_logits = False
+    if hasattr(model, AUX_WEIGHT_ATTRIBUTE):
+        delattr(model, AUX_WEIGHT_ATTRIBUTE)
+    return True
+
+
 def check_output(
     model: nn.Module, name: str, input_shape: tuple[int, ...], num_classes: int
 ) -> None:
@@ -138,6 +209,7 @@ def check_output(
         ) from None
     finally:
         model.train(was_training)
+    output = primary_output(output)
     got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
     if got != (2, num_classes):
         raise ConfigError(
@@ -167,7 +239,22 @@ def load_dense_weights(model: nn.Module, path: str | os.PathLike[str], name: str
             f"{where} does not fit this model ({problem}); check num_classes, the model "
             "options and the architecture"
         )
-    model.load_state_dict(state)
+    model.load_state_dict(with_module_versions(model, state))
+
+
+def with_module_versions(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``state`` carrying ``model``'s per-module version metadata, unless it has its own.
+
+    ``state_dict()`` records each module's ``_version`` in a ``_metadata`` attribute that
+    safetensors does not store; some modules need it to load (torchvision's MNASNet refuses a
+    state dict without it). The versions are those of the code that built ``model``, which is
+    the code that wrote the weights when both come from this install.
+    """
+    if getattr(state, "_metadata", None) is not None:
+        return state
+    versioned: Any = collections.OrderedDict(state)
+    versioned._metadata = getattr(model.state_dict(), "_metadata", None)
+    return versioned
 
 
 def _read_state(path: str | os.PathLike[str], where: str) -> dict[str, torch.Tensor]:

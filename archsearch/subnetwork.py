@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from archsearch.errors import ConfigError
-from archsearch.models import create_model
+from archsearch.models import create_model, with_module_versions
 from archsearch.pruning.flops import FlopReport
 from archsearch.pruning.harden import HardenedModel, SelectFeatures, apply_structure
 
@@ -134,7 +134,8 @@ def rebuild_subnetwork(description: dict[str, Any], weights_path: Path) -> nn.Mo
     input_shape = tuple(spec["input_shape"])
     model = create_model(spec["name"], input_shape, spec["num_classes"], **spec["options"])
     apply_structure(model, input_shape, description["structure"])
-    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    state = with_module_versions(model, load_file(str(weights_path)))
+    model.load_state_dict(state, strict=True)
     return model.eval()
 
 

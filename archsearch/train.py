@@ -6,6 +6,11 @@ Every phase reads its settings (epochs, batch size, learning rates, penalty) fro
 from ``DataSplits.batches``: slices of in-memory tensors when the data fits (on a 2-core
 machine a DataLoader's per-example collation costs more than the small models we train), a
 DataLoader for data that streams.
+
+A model that returns more than logits (auxiliary heads, named tuples, dicts) is read by one
+rule in every phase, ``models.primary_output``: its logits feed the loss and the accuracy;
+auxiliary outputs add ``aux_loss_weight × cross-entropy`` each only when the model sets that
+weight (``_classification_loss``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from archsearch.config import TrialConfig
 from archsearch.data import DataSplits, iterate_batches
 from archsearch.data.splits import Batches
 from archsearch.errors import DegenerateTrialError
+from archsearch.models import aux_loss_weight, aux_outputs, primary_output
 from archsearch.pruning.cost import CostModel
 from archsearch.pruning.gated_model import GatedModel
 
@@ -74,9 +80,22 @@ def _accuracy(model: nn.Module, batches: Batches, total: int) -> float:
     model.eval()
     correct = 0
     for xb, yb in batches:
-        correct += int((model(xb).argmax(1) == yb).sum())
+        correct += int((primary_output(model(xb)).argmax(1) == yb).sum())
     model.train(was_training)
     return correct / max(1, total)
+
+
+def _classification_loss(
+    output: Any, y: torch.Tensor, aux_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, loss): cross-entropy on the primary output, plus ``aux_weight`` times that of
+    each auxiliary output when the weight is positive."""
+    logits = primary_output(output)
+    loss = F.cross_entropy(logits, y)
+    if aux_weight > 0:
+        for aux in aux_outputs(output):
+            loss = loss + aux_weight * F.cross_entropy(aux, y)
+    return logits, loss
 
 
 def _check_finite(loss: torch.Tensor, phase: str, epoch: int, step: int) -> None:
@@ -181,8 +200,8 @@ def _gated_step(
     epoch: int,
     step: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = gated(xb)
-    data_loss = F.cross_entropy(logits, yb)
+    aux_weight = aux_loss_weight(gated.base)
+    logits, data_loss = _classification_loss(gated(xb), yb, aux_weight)
     keep = gated.keep_probabilities(gated.last_scores)
     loss = data_loss + penalty(cost.ratio(keep), config)
     _check_finite(loss, "gated", epoch, step)
@@ -190,7 +209,7 @@ def _gated_step(
     loss.backward()
     if gated.two_pass:
         with torch.no_grad(), gated.antithetic():
-            antithetic_loss = F.cross_entropy(gated(xb), yb)
+            _, antithetic_loss = _classification_loss(gated(xb), yb, aux_weight)
         gated.add_two_pass_gradient(data_loss.item(), antithetic_loss.item())
     optimizer.step()
     gated.after_optimizer_step()
@@ -218,12 +237,12 @@ def _plain_epochs(
     """Plain cross-entropy training (warm-up and fine-tuning), optionally keeping zeros zero."""
     optimizer = _adam([{"params": list(model.parameters()), "lr": run.config.lr}])
     masks = _zero_masks(model) if keep_zeros else {}
+    aux_weight = aux_loss_weight(model)
 
     def step(
         xb: torch.Tensor, yb: torch.Tensor, epoch: int, index: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        logits, loss = _classification_loss(model(xb), yb, aux_weight)
         _check_finite(loss, phase, epoch, index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,7 +20,15 @@ from torch import nn
 from archsearch.config import TrialConfig
 from archsearch.data import DataSplits, load_dataset
 from archsearch.errors import ConfigError
-from archsearch.models import check_output, create_model, load_dense_weights
+from archsearch.models import (
+    AUX_HEAD_MODELS,
+    TORCHVISION_PREFIX,
+    aux_head_params,
+    check_output,
+    create_model,
+    drop_aux_heads,
+    load_dense_weights,
+)
 from archsearch.pruning.cost import CostModel
 from archsearch.pruning.flops import FlopReport, count_flops, count_nonzero_params, count_params
 from archsearch.pruning.gated_model import GatedModel
@@ -144,7 +152,7 @@ def _build(config: TrialConfig, data: DataSplits, device: torch.device) -> _Buil
         model, shape, config.granularity, gate_inputs=config.gate_inputs, geometry=geometry
     )
     dense_flops = count_flops(model, shape).total
-    dense_params = count_params(model)
+    dense_params = count_params(model) - aux_head_params(model)
     widths = dense_widths(model)
     gated = GatedModel(model, groups, config.gate, config.gate_options).to(device)
     cost = CostModel(geometry, groups, config.penalty_cost)
@@ -160,6 +168,7 @@ def _train(
     history = pretrain(built.gated, run)
     history += train_gated(built.gated, built.cost, run)
     hardened = harden(built.gated, built.input_shape)
+    drop_aux_heads(hardened.model)  # training-only heads the eval-mode pruning did not see
     history += finetune(hardened.model, run)
     return _Trained(hardened, history, time.perf_counter() - started)
 
@@ -200,7 +209,7 @@ def _describe(
     return describe_subnetwork(
         hardened,
         model_name=config.model,
-        model_options=config.model_options,
+        model_options=_rebuild_options(config.model, config.model_options),
         input_shape=built.input_shape,
         num_classes=data.num_classes,
         flops=flops,
@@ -214,6 +223,14 @@ def _describe(
             "trial_config": config.to_dict(),
         },
     )
+
+
+def _rebuild_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The model options that rebuild the hardened module: a torchvision model's without
+    ``aux_weight``, whose auxiliary heads hardening removed (``models.drop_aux_heads``)."""
+    if name.removeprefix(TORCHVISION_PREFIX) not in AUX_HEAD_MODELS:
+        return options
+    return {k: v for k, v in options.items() if k != "aux_weight"}
 
 
 def _write(

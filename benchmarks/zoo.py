@@ -1,0 +1,244 @@
+"""Every torchvision classifier through one pruning trial and one verified export (issue 16).
+
+Usage:
+    OMP_NUM_THREADS=1 python benchmarks/zoo.py --results /tmp/zoo.jsonl [--only NAMES]
+        [--granularities channel,channel+neuron] [--max-seconds 300]
+    python benchmarks/zoo.py --table /tmp/zoo.jsonl     # the markdown table of a results file
+
+Each (model, granularity) runs in its own subprocess with a wall-clock limit: ``run_trial``
+on synthetic data (a few samples, 10 classes) at the smallest input size the family accepts,
+with a cost target that forces removals (target 0.3, lambda 20, gate lr 0.5, 2 gated epochs,
+1 fine-tuning epoch), then ``export_subnetwork`` as ONNX, or the first other format that
+writes and verifies when ONNX cannot express a layer. The export rebuilds the network from
+``subnetwork.json`` + ``weights.safetensors`` and checks it on random batches, so a pass
+means: trained, hardened, counted, rebuilt and exported, verified. An ``ArchSearchError``
+(exit 2 on the command line) is a refusal, with its one line; anything else is a failure,
+with its exception line and where it was raised. Each result is appended to the results file
+as it ends, so a run cut short still records what ran. Models run smallest first (torchvision's
+parameter counts), so a time-limited run covers the most models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+#: smallest square input each family accepts in an eval forward (probed over 32, 48, 64, 75,
+#: 96, 128, ..., 224): AlexNet's pooling needs 63+, Inception v3's stem 75+, ViT and MaxViT
+#: a fixed 224; every other family runs at 32
+SIZES = {"alexnet": 64, "inception_v3": 75, "maxvit_t": 224, "vit_": 224}
+DEFAULT_SIZE = 32
+GRANULARITIES = ("channel", "channel+neuron")
+EXPORT_ORDER = ("onnx", "pt2", "torchscript", "safetensors")
+SETTINGS = {
+    "gate": "hard_concrete",
+    "penalty_target": 0.3,
+    "penalty_lambda": 20.0,
+    "gate_lr": 0.5,
+    "epochs": 2,
+    "finetune_epochs": 1,
+    "batch_size": 8,
+    "device": "cpu",
+}
+N_SAMPLES, NUM_CLASSES = 32, 10
+
+
+def input_size(name: str) -> int:
+    return next((size for prefix, size in SIZES.items() if name.startswith(prefix)), DEFAULT_SIZE)
+
+
+def zoo_names() -> list[str]:
+    """torchvision's classifiers, fewest parameters first (from its weights' metadata: no
+    download, no model built)."""
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+
+    def params(name: str) -> int:
+        return torchvision.models.get_model_weights(name).DEFAULT.meta["num_params"]
+
+    return sorted(names, key=lambda n: (params(n), n))
+
+
+# -- one run (in the child process) --------------------------------------------------------
+
+
+def run_one(name: str, granularity: str, work: Path) -> dict[str, Any]:
+    """Train, harden and export one model; never raises."""
+    from archsearch.config import TrialConfig
+    from archsearch.errors import ArchSearchError, first_line
+
+    size = input_size(name)
+    record: dict[str, Any] = {"model": name, "granularity": granularity, "size": size}
+    started = time.perf_counter()
+    try:
+        config = TrialConfig(
+            model=f"torchvision/{name}",
+            data="synthetic",
+            data_options={
+                "input_shape": [3, size, size],
+                "num_classes": NUM_CLASSES,
+                "n_samples": N_SAMPLES,
+            },
+            granularity=granularity,
+            **SETTINGS,
+        )
+        record.update(_train_and_export(config, work))
+        record["status"] = "pass"
+    except ArchSearchError as error:
+        record.update(status="refused", reason=first_line(error))
+    except Exception as error:  # the point of the zoo: report it, in one line
+        record.update(status="failed", reason=_failure_line(error))
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    return record
+
+
+def _train_and_export(config: Any, work: Path) -> dict[str, Any]:
+    from archsearch.export import ExportError, export_subnetwork
+    from archsearch.trial import run_trial
+
+    result = run_trial(config, out_dir=work / "trial")
+    metrics = result.metrics
+    figures = {
+        "dense_flops": metrics["dense_flops"],
+        "flops": metrics["flops"],
+        "degenerate": metrics["degenerate"],
+    }
+    refusals = []
+    for fmt in EXPORT_ORDER:
+        try:
+            export_subnetwork(str(work / "trial"), fmt, work / f"model.{fmt}")
+        except ExportError as error:
+            refusals.append(f"{fmt}: {error}")
+            continue
+        return {**figures, "format": fmt, "export_refusals": refusals}
+    raise ExportError("no format exports this subnetwork: " + " | ".join(refusals))
+
+
+def _failure_line(error: BaseException) -> str:
+    """``Type: first line (file:line)``, the frame the innermost archsearch call raised in."""
+    from archsearch.errors import first_line
+
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if "/archsearch/" in f.filename] or frames
+    where = f"{Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else "?"
+    return f"{type(error).__name__}: {first_line(error)[:200]} ({where} {ours[-1].name})"
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+
+def run_in_subprocess(name: str, granularity: str, max_seconds: float) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", name, "--granularities", granularity]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=max_seconds)
+    except subprocess.TimeoutExpired:
+        return {
+            "model": name,
+            "granularity": granularity,
+            "size": input_size(name),
+            "status": "timeout",
+            "reason": f"not finished in {max_seconds:g} s",
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {
+        "model": name,
+        "granularity": granularity,
+        "size": input_size(name),
+        "status": "failed",
+        "reason": f"process exited {done.returncode}: {tail[:200]}",
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def drive(args: argparse.Namespace) -> None:
+    names = args.only.split(",") if args.only else zoo_names()
+    granularities = args.granularities.split(",")
+    results = Path(args.results)
+    for name in names:
+        for granularity in granularities:
+            record = run_in_subprocess(name, granularity, args.max_seconds)
+            with results.open("a") as out:
+                out.write(json.dumps(record) + "\n")
+            print(_row(record), flush=True)
+
+
+# -- the table -----------------------------------------------------------------------------
+
+
+def _flops(value: Any) -> str:
+    return f"{value / 1e6:,.1f}M" if isinstance(value, (int, float)) else ""
+
+
+def _row(record: dict[str, Any]) -> str:
+    dense, hard = record.get("dense_flops"), record.get("flops")
+    ratio = f"{hard / dense:.0%}" if dense and hard is not None else ""
+    status = record["status"]
+    detail = record.get("reason", "")
+    if status == "pass":
+        detail = f"exported as {record['format']}, verified"
+        if record.get("export_refusals"):
+            detail += f" (onnx refused: {record['export_refusals'][0].split('(', 1)[-1][:90]}"
+        if record.get("degenerate"):
+            detail += "; degenerate: a whole group was removed"
+    detail = detail.replace("|", "\\|")
+    return (
+        f"| {record['model']} | {record['granularity']} | {record['size']} | {_flops(dense)} "
+        f"| {_flops(hard)} | {ratio} | {status} | {detail} | {record['seconds']} |"
+    )
+
+
+def table(path: Path, every: list[str] | None = None) -> str:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    head = [
+        "| model | granularity | input | dense FLOPs | hardened FLOPs | ratio | result "
+        "| detail | seconds |",
+        "|---|---|---:|---:|---:|---:|---|---|---:|",
+    ]
+    rows = [_row(r) for r in records]
+    ran = {(r["model"], r["granularity"]) for r in records}
+    for name in every or []:
+        for granularity in GRANULARITIES:
+            if (name, granularity) not in ran:
+                rows.append(f"| {name} | {granularity} | {input_size(name)} | | | | not run | | |")
+    counts: dict[str, int] = {"not run": len(rows) - len(records)}
+    for record in records:
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    return "\n".join([*head, *rows, "", f"Totals over {len(rows)} runs: {summary}."])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated torchvision names (default: all)")
+    parser.add_argument("--granularities", default=",".join(GRANULARITIES))
+    parser.add_argument("--max-seconds", type=float, default=300.0)
+    parser.add_argument("--results", default="zoo_results.jsonl")
+    parser.add_argument("--table", help="print the markdown table of this results file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.table:
+        print(table(Path(args.table), zoo_names()))
+    elif args.child:
+        warnings.filterwarnings("ignore")
+        with tempfile.TemporaryDirectory(prefix="zoo-") as work:
+            print(json.dumps(run_one(args.child, args.granularities, Path(work))), flush=True)
+    else:
+        drive(args)
+
+
+if __name__ == "__main__":
+    main()
