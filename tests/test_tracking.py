@@ -196,17 +196,24 @@ def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
 
 
-def test_pareto_tags_are_exactly_the_non_dominated_finished_runs(search, client) -> None:
-    runs = [r for r in _children(client, search["tracker"]) if r.info.status == "FINISHED"]
-    points = {
+def _tagged_and_brute_force_front(client, tracker) -> tuple[set, set, dict]:
+    """The finished runs tagged on the front, the front by brute force over all of them, and
+    each run's (accuracy, FLOPs)."""
+    runs = [r for r in _children(client, tracker) if r.info.status == "FINISHED"]
+    values = {
         r.info.run_id: (r.data.metrics["val_accuracy"], r.data.metrics["flops"]) for r in runs
     }
     expected = {
         run_id
-        for run_id, p in points.items()
-        if not any(_dominates(q, p) for other, q in points.items() if other != run_id)
+        for run_id, p in values.items()
+        if not any(_dominates(q, p) for other, q in values.items() if other != run_id)
     }
     tagged = {r.info.run_id for r in runs if r.data.tags["archsearch.pareto"] == "true"}
+    return tagged, expected, values
+
+
+def test_pareto_tags_are_exactly_the_non_dominated_finished_runs(search, client) -> None:
+    tagged, expected, _ = _tagged_and_brute_force_front(client, search["tracker"])
     assert tagged == expected
     ids = search["runs"]
     assert ids["t2"] in tagged and ids["copy"] in tagged  # an exact tie keeps both
@@ -231,16 +238,7 @@ def test_the_front_kept_trial_by_trial_equals_the_front_of_all(store, client, tr
         }
         point["flops_ratio"] = point["flops"] / 1000
         tracker.log_trial(f"m{i}", params, metrics=point, trial_dir=folder)
-        runs = [r for r in _children(client, tracker) if r.info.status == "FINISHED"]
-        values = {
-            r.info.run_id: (r.data.metrics["val_accuracy"], r.data.metrics["flops"]) for r in runs
-        }
-        expected = {
-            run_id
-            for run_id, p in values.items()
-            if not any(_dominates(q, p) for other, q in values.items() if other != run_id)
-        }
-        tagged = {r.info.run_id for r in runs if r.data.tags["archsearch.pareto"] == "true"}
+        tagged, expected, values = _tagged_and_brute_force_front(client, tracker)
         assert tagged == expected, f"after trial {i}"
     ratios = [(v[0], v[1] / 1000) for v in values.values()]
     assert tracker.hypervolume() == pytest.approx(
