@@ -26,10 +26,10 @@ from archsearch.tracking.retry import retry_busy
 TRIALS = 6
 
 
-def _space(name: str, epochs: int = 2, samples: int = 1024) -> dict:
+def _space(name: str, epochs: int = 2, samples: int = 1024, trials: int = TRIALS) -> dict:
     return tiny_space(
         name,
-        trials=TRIALS,
+        trials=trials,
         concurrency=1,
         data={"name": "synthetic", "options": {"n_samples": samples}},
         train={"epochs": epochs, "finetune_epochs": 0, "batch_size": 64, "gate_lr": 0.1},
@@ -113,10 +113,12 @@ def test_two_searches_with_different_names_share_the_default_store(tmp_path: Pat
 def test_the_same_name_twice_is_one_line_and_a_dead_drivers_search_resumes(
     tmp_path: Path,
 ) -> None:
-    write_space(tmp_path, _space("twice", epochs=60, samples=4096))  # ~10 s a trial
+    # Many long trials: on an idle machine six of them ended before the refused second
+    # search was done, and the first search's parent run was FINISHED, not left RUNNING.
+    write_space(tmp_path, _space("twice", epochs=60, samples=4096, trials=100))
     first, log = start_cli(tmp_path, "search", "space.yaml", env=_env())
     try:
-        wait_for_log(log, r"^\[ ?1/6 done", first, timeout=300)
+        wait_for_log(log, r"^\[ *1/100 done", first, timeout=300)
         second = subprocess.run(
             [sys.executable, "-m", "archsearch.cli", "search", "space.yaml", "--storage", "other"],
             cwd=tmp_path,
