@@ -15,7 +15,7 @@ import mlflow
 import pytest
 from conftest import kill_group, start_cli, tiny_space, wait_for_log, write_space
 
-TRIALS = 4
+TRIALS = 6  # room for the kill to land before the end even on an idle machine
 
 SPACE = tiny_space(
     "resumable",
@@ -23,7 +23,7 @@ SPACE = tiny_space(
     # big enough that a trial takes a couple of seconds: time to interrupt between trials
     data={"name": "synthetic", "options": {"n_samples": 4096}},
     trials=TRIALS,
-    train={"epochs": 25, "finetune_epochs": 0, "batch_size": 64, "lr": 0.01, "gate_lr": 0.1},
+    train={"epochs": 40, "finetune_epochs": 0, "batch_size": 64, "lr": 0.01, "gate_lr": 0.1},
 )
 
 
@@ -44,7 +44,7 @@ def test_killed_search_resumes_to_exactly_the_requested_trials(
     write_space(tmp_path, SPACE)
     first, log = start_cli(tmp_path, "search", "space.yaml")
     try:
-        wait_for_log(log, r"^\[1/4 done", first, timeout=300)
+        wait_for_log(log, rf"^\[1/{TRIALS} done", first, timeout=300)
         first.send_signal(sig)
         code = first.wait(timeout=120)
     finally:
