@@ -132,7 +132,7 @@ def page(browser):
 
 def _open(page, path: Path) -> None:
     page.goto(path.as_uri())
-    page.wait_for_function("window.dashboardReady !== undefined", timeout=10_000)
+    _wait_until(page, "window.dashboardReady !== undefined", timeout=10)
 
 
 def _finished(search) -> list:
@@ -232,7 +232,7 @@ def test_click_shows_layers_link_and_export_command(search, page_file, page, tmp
         row = page.locator(f"#front-table tr[data-i='{point.get_attribute('data-i')}']")
         assert "selected" in row.get_attribute("class")
     page.click("#detail button.copy")
-    page.wait_for_function("document.querySelector('#detail button.copy').textContent !== 'Copy'")
+    _wait_until(page, "document.querySelector('#detail button.copy').textContent !== 'Copy'")
     page.keyboard.press("Escape")
     assert page.locator("#detail table.layers").count() == 0
     assert page.problems == []
@@ -357,3 +357,13 @@ def _goto_when_up(page, url: str, ui: subprocess.Popen) -> None:
             assert ui.poll() is None, "archsearch ui exited"
             assert time.monotonic() < deadline, "the MLflow UI did not start in 90 s"
             time.sleep(0.5)
+
+
+def _wait_until(page, expression: str, timeout: float = 5) -> None:
+    """Poll from Python: Playwright's wait_for_function polls with eval inside the page, which
+    the dashboard's Content Security Policy (no 'unsafe-eval') refuses whenever the condition
+    is not already true at the first look."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout} s: {expression}"
+        time.sleep(0.05)
