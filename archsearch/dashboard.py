@@ -7,7 +7,9 @@ as the ``dashboard.html`` artifact of the search's parent run.
 
 The front is recomputed here from the runs' metrics rather than read from the
 ``archsearch.pareto`` tags: a dashboard of a search that is still running (or crashed before
-retagging) must still agree with its own points.
+retagging) must still agree with its own points. So is the front of each granularity (a trial
+compared only with trials of its own granularity, ``on_granularity_front``), which the page
+draws as one toggleable line per granularity next to the overall front.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from archsearch.pareto import OBJECTIVES, non_dominated
+from archsearch.pareto import OBJECTIVES, non_dominated, non_dominated_within
 from archsearch.tracking import (
     DEFAULT_DB,
     artifact_progress_bars_off,
@@ -34,6 +36,7 @@ from archsearch.tracking import (
     open_search,
     param_from_text,
     reference_from_run,
+    run_url,
     slug,
 )
 
@@ -100,7 +103,7 @@ def collect(
             "experiment_id": experiment_id,
             "parent_run_id": parent.info.run_id,
             "parent_run_name": parent.info.run_name,
-            "parent_url": f"{ui_base}/#/experiments/{experiment_id}/runs/{parent.info.run_id}",
+            "parent_url": run_url(ui_base, experiment_id, parent.info.run_id),
             "tracking_uri": uri,
             "ui_base": ui_base,
             "generated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -145,8 +148,10 @@ def _run_row(
         "metrics": {k: v for k, v in data.metrics.items() if not k.startswith("epoch/")},
         "params": {k: param_from_text(v) for k, v in data.params.items()},
         "tags": tags,
-        "url": f"{ui_base}/#/experiments/{experiment_id}/runs/{info.run_id}",
+        "url": run_url(ui_base, experiment_id, info.run_id),
         "on_front": False,
+        # on the front of its own granularity (compared only with trials of that granularity)
+        "on_granularity_front": False,
     }
     if subnetwork:
         row.update(_subnetwork_fields(subnetwork))
@@ -182,12 +187,15 @@ def _json_safe(value: Any) -> Any:
 
 
 def _mark_front(rows: list[dict[str, Any]]) -> None:
+    """The front over every finished trial, and the front of each granularity."""
     finished = [r for r in rows if r["status"] == "FINISHED"]
     points = [[_nan(r["metrics"].get(k)) for k in OBJECTIVES] for r in finished]
-    for row, on_front in zip(
-        finished, non_dominated(points, list(OBJECTIVES.values())), strict=True
-    ):
+    directions = list(OBJECTIVES.values())
+    overall = non_dominated(points, directions)
+    own = non_dominated_within(points, directions, [r["granularity"] for r in finished])
+    for row, on_front, on_own in zip(finished, overall, own, strict=True):
         row["on_front"] = on_front
+        row["on_granularity_front"] = on_own
 
 
 def _nan(value: float | None) -> float:

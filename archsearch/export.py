@@ -225,8 +225,8 @@ def get_format(name: str) -> ExportFormat:
 def export_subnetwork(
     source: str, fmt: str, output: Path, *, tracking_uri: str | None = None
 ) -> ExportReport:
-    """Write the subnetwork of ``source`` (a trial folder, or an MLflow run id when no such
-    folder exists) as ``fmt`` to ``output``, verified against the stored weights."""
+    """Write the subnetwork of ``source`` (a trial folder, else an MLflow run id or a unique
+    prefix of one) as ``fmt`` to ``output``, verified against the stored weights."""
     export_format = get_format(fmt)
     output = Path(output)
     if output.is_dir():

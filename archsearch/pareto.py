@@ -2,8 +2,10 @@
 objective space they cover.
 
 Pure functions on plain numbers and dicts, so the search, the tracking layer and the
-``archsearch pareto`` command agree on one definition of "the front", plus its two plain
-renderings (a text table and CSV). The one drawing of the front is the dashboard
+``archsearch pareto`` command agree on one definition of "the front" (overall, or within each
+granularity), on which trial fits a budget (``Budget``, ``within_budget``: what ``pareto
+--max-flops-ratio`` lists and ``export NAME --max-flops-ratio`` exports), plus the front's two
+plain renderings (a text table and CSV). The one drawing of the front is the dashboard
 (``archsearch.dashboard``).
 """
 
@@ -12,7 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -95,12 +98,121 @@ def hypervolume_2d(
     return float(area)
 
 
-def front_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The front as CSV with ``FRONT_COLUMNS``, sorted by FLOPs, for spreadsheets and scripts."""
+def non_dominated_within(
+    points: Sequence[Sequence[float]], directions: Sequence[str], groups: Sequence[Hashable]
+) -> list[bool]:
+    """``non_dominated`` computed separately inside each group (e.g. per granularity): a
+    point is compared only with the points of its own group, so a weight-sparse trial cannot
+    push a structured one off the structured front."""
+    flags = [False] * len(points)
+    members: dict[Hashable, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    for indices in members.values():
+        group_flags = non_dominated([points[i] for i in indices], directions)
+        for index, flag in zip(indices, group_flags, strict=True):
+            flags[index] = flag
+    return flags
+
+
+def fronts_by(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
+    """The front of each value of ``key`` (``"granularity"``) among finished-trial rows, over
+    ``OBJECTIVES``; groups in name order, a row without the key under ``"-"``."""
+    groups = [str(row.get(key) or "-") for row in rows]
+    points = [[_float(row.get(name)) for name in OBJECTIVES] for row in rows]
+    flags = non_dominated_within(points, list(OBJECTIVES.values()), groups)
+    fronts: dict[str, list[dict[str, Any]]] = {group: [] for group in sorted(set(groups))}
+    for row, group, on_front in zip(rows, groups, flags, strict=True):
+        if on_front:
+            fronts[group].append(row)
+    return fronts
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# -- choosing by budget --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a chosen model must meet: at most ``max_flops_ratio`` of the dense network's
+    FLOPs, at least ``min_accuracy`` validation accuracy (the search's objective; the test
+    set is only reported). None: no limit."""
+
+    max_flops_ratio: float | None = None
+    min_accuracy: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.max_flops_ratio is not None or self.min_accuracy is not None
+
+    def fits(self, row: dict[str, Any]) -> bool:
+        """A missing or non-finite value never fits a limit on it."""
+        ratio, accuracy = _float(row.get("flops_ratio")), _float(row.get("val_accuracy"))
+        if self.max_flops_ratio is not None and not ratio <= self.max_flops_ratio:
+            return False
+        return self.min_accuracy is None or accuracy >= self.min_accuracy
+
+    def describe(self) -> str:
+        """e.g. ``FLOPs <= 5% of dense and val accuracy >= 0.8``."""
+        parts = []
+        if self.max_flops_ratio is not None:
+            parts.append(f"FLOPs <= {100 * self.max_flops_ratio:g}% of dense")
+        if self.min_accuracy is not None:
+            parts.append(f"val accuracy >= {self.min_accuracy:g}")
+        return " and ".join(parts) or "no limit"
+
+
+def best_first(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Highest validation accuracy first (ties: fewest FLOPs, then run id): the order in which
+    to pick a model that fits a budget. The first row that fits is always on the front: any
+    trial beating it would fit too and rank above it."""
+
+    def key(row: dict[str, Any]) -> tuple[float, float, str]:
+        accuracy, flops = _float(row.get("val_accuracy")), _float(row.get("flops"))
+        return (
+            -accuracy if math.isfinite(accuracy) else math.inf,
+            flops if math.isfinite(flops) else math.inf,
+            str(row.get("run_id") or ""),
+        )
+
+    return sorted(rows, key=key)
+
+
+def within_budget(rows: Sequence[dict[str, Any]], budget: Budget) -> list[dict[str, Any]]:
+    """The rows that fit ``budget``, best first."""
+    return best_first([row for row in rows if budget.fits(row)])
+
+
+def span(rows: Sequence[dict[str, Any]]) -> str:
+    """What a set of rows covers, for a "nothing fits" message: ``FLOPs 0.31%-45.2% of
+    dense, val accuracy 0.281-0.912``."""
+    ratios = [r for r in (_float(row.get("flops_ratio")) for row in rows) if math.isfinite(r)]
+    accs = [a for a in (_float(row.get("val_accuracy")) for row in rows) if math.isfinite(a)]
+    parts = []
+    if ratios:
+        parts.append(f"FLOPs {100 * min(ratios):.3g}%-{100 * max(ratios):.3g}% of dense")
+    if accs:
+        parts.append(f"val accuracy {min(accs):.3g}-{max(accs):.3g}")
+    return ", ".join(parts) or "no metrics"
+
+
+# -- renderings ----------------------------------------------------------------------------
+
+Order = Callable[[Sequence[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def front_csv(rows: Sequence[dict[str, Any]], order: Order | None = None) -> str:
+    """The front as CSV with ``FRONT_COLUMNS``, sorted by FLOPs (or by ``order``), for
+    spreadsheets and scripts."""
     out = io.StringIO()
     writer = csv.DictWriter(out, FRONT_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in sort_by_flops(rows):
+    for row in (order or sort_by_flops)(rows):
         writer.writerow({key: _csv_value(row.get(key)) for key in FRONT_COLUMNS})
     return out.getvalue()
 
@@ -109,12 +221,13 @@ def _csv_value(value: Any) -> Any:
     return "" if value is None else value
 
 
-def format_front_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The front as an aligned text table, cheapest first, for reading in a terminal."""
+def format_front_table(rows: Sequence[dict[str, Any]], order: Order | None = None) -> str:
+    """The front as an aligned text table, cheapest first (or by ``order``), for reading in a
+    terminal."""
     if not rows:
         return "(the front is empty: no finished trials)"
     header = _TABLE_HEADER
-    lines = [header] + [_table_cells(row) for row in sort_by_flops(rows)]
+    lines = [header] + [_table_cells(row) for row in (order or sort_by_flops)(rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     rendered = []
     for line in lines:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from archsearch.errors import ArchSearchError
+
+if TYPE_CHECKING:
+    from archsearch.pareto import Budget
 
 
 def key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
@@ -29,4 +32,66 @@ def add_tracking_uri(parser: argparse.ArgumentParser, what: str = "MLflow store"
         default=None,
         metavar="URI",
         help=f"{what} (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in this folder)",
+    )
+
+
+def add_budget(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--max-flops-ratio`` and ``--min-accuracy``: the budget a chosen model must meet."""
+    parser.add_argument(
+        "--max-flops-ratio",
+        type=_fraction("--max-flops-ratio"),
+        default=None,
+        metavar="R",
+        help=f"{what} at most R of the dense network's FLOPs (0.05 or 5%%)",
+    )
+    parser.add_argument(
+        "--min-accuracy",
+        type=_fraction("--min-accuracy"),
+        default=None,
+        metavar="A",
+        help=f"{what} at least validation accuracy A (0.8 or 80%%)",
+    )
+
+
+def budget_of(args: argparse.Namespace) -> Budget:
+    from archsearch.pareto import Budget
+
+    return Budget(args.max_flops_ratio, args.min_accuracy)
+
+
+def _fraction(flag: str) -> Callable[[str], float]:
+    """A number in (0, 1], or a percentage (``5%``); argparse turns the error into one line."""
+
+    def parse(text: str) -> float:
+        percent = text.strip().endswith("%")
+        try:
+            value = float(text.strip().removesuffix("%")) / (100 if percent else 1)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(
+                f"expected a fraction in (0, 1] such as 0.05, or a percentage such as 5%, "
+                f"got {text!r}"
+            )
+        return value
+
+    parse.__name__ = flag  # argparse names the type in its message
+    return parse
+
+
+def no_fit_error(
+    experiment: str, budget: Budget, rows: Sequence[dict[str, Any]], front: str = "front"
+) -> str:
+    """Why nothing was chosen from ``rows`` (the members of ``front``), and what they offer."""
+    from archsearch.pareto import span
+
+    if not rows:
+        return (
+            f"the latest search of {experiment!r} has no finished trial yet; nothing fits "
+            f"{budget.describe()}"
+        )
+    return (
+        f"nothing on the {front} of the latest search of {experiment!r} fits "
+        f"{budget.describe()} (its {len(rows)} members span {span(rows)}); raise "
+        f"--max-flops-ratio or lower --min-accuracy"
     )

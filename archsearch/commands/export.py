@@ -6,10 +6,12 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from archsearch.commands._common import add_tracking_uri
+from archsearch.commands._common import add_budget, add_tracking_uri, budget_of, no_fit_error
+from archsearch.errors import ConfigError
 
 if TYPE_CHECKING:
     from archsearch.export import ExportReport
+    from archsearch.pareto import Budget
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -22,14 +24,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "back in that format's runtime and compare its outputs with the rebuilt module "
             "(max |diff| <= {tolerance}, else nothing is written). FLOPs are fvcore's for "
             "one input example (one multiply-accumulate = one flop), recounted on the rebuilt "
-            "module and checked against the trial's. Formats: {formats}."
+            "module and checked against the trial's. With --max-flops-ratio and/or "
+            "--min-accuracy, SOURCE is an experiment and the model written is the best "
+            "(highest validation accuracy) member of its latest search's front that fits: "
+            "the first row of `archsearch pareto NAME` with the same flags; nothing fits: "
+            "one line, exit code 2, nothing written. Formats: {formats}."
         ),
         formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "source",
         metavar="SOURCE",
-        help="a trial folder (what `archsearch train --out` writes) or an MLflow run id",
+        help="a trial folder (what `archsearch train --out` writes), an MLflow run id or "
+        "a unique prefix of it (6+ characters: the 8 that `archsearch pareto` prints do), or, "
+        "with a budget flag, an experiment name",
     )
     p.add_argument(
         "--format",
@@ -39,7 +47,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="one of: {format_names}",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
-    add_tracking_uri(p, "MLflow store of a run id SOURCE")
+    add_budget(p, "export the best front member with")
+    add_tracking_uri(p, "MLflow store of a run id or experiment SOURCE")
     p.set_defaults(run=run)
 
 
@@ -66,11 +75,40 @@ def _help_names() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.export import export_subnetwork
+    from archsearch.export import export_subnetwork, get_format
 
-    report = export_subnetwork(args.source, args.fmt, args.output, tracking_uri=args.tracking_uri)
+    source, budget = args.source, budget_of(args)
+    if budget:
+        get_format(args.fmt)  # a bad format is reported before the store is read
+        source = _best_within(args.source, budget, args.tracking_uri)
+    report = export_subnetwork(source, args.fmt, args.output, tracking_uri=args.tracking_uri)
     print(format_report(report))
     return 0
+
+
+def _best_within(experiment: str, budget: Budget, tracking_uri: str | None) -> str:
+    """The run id of the best front member of ``experiment``'s latest search that fits, with
+    one line saying which it is and what it was chosen from."""
+    from archsearch.pareto import within_budget
+    from archsearch.tracking import front_rows
+
+    if Path(experiment).is_dir():
+        raise ConfigError(
+            f"{experiment} is a folder, but --max-flops-ratio/--min-accuracy choose a model "
+            f"from a search: pass the experiment name, or drop those flags to export the folder"
+        )
+    front = front_rows(experiment, tracking_uri)
+    fitting = within_budget(front, budget)
+    if not fitting:
+        raise ConfigError(no_fit_error(experiment, budget, front))
+    best = fitting[0]
+    print(
+        f"chose          run {best['run_id']} ({best.get('gate')}/{best.get('granularity')}): "
+        f"val accuracy {_share(best['val_accuracy'], 1, '.4f')}, FLOPs "
+        f"{_share(best['flops_ratio'], 100, '.2f')}% of dense; the best of {len(fitting)} of "
+        f"{len(front)} front members that fit {budget.describe()}"
+    )
+    return best["run_id"]
 
 
 def format_report(report: ExportReport) -> str:
@@ -94,6 +132,10 @@ def format_report(report: ExportReport) -> str:
         f"{' and '.join(str(b) for b in VERIFY_BATCHES)}",
     ]
     return "\n".join(lines)
+
+
+def _share(value: float | None, scale: float, spec: str) -> str:
+    return "-" if value is None else format(scale * value, spec)
 
 
 def _size(count: int) -> str:

@@ -2,19 +2,21 @@
 
 A thin wrapper over ``mlflow ui``: the same store as ``archsearch search`` (no URI to retype),
 bound to 127.0.0.1 unless told otherwise, one worker and no GenAI job runner (a local UI needs
-neither, and they cost seconds of start-up and several processes), and the URL of the
-experiment plus how to see the front there.
+neither, and they cost seconds of start-up and several processes), and links that open the
+experiment, the runs table filtered to the front, and the search's dashboard inside the UI.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 from types import FrameType
+from typing import Any
 
 from archsearch.commands._common import add_tracking_uri
 from archsearch.errors import ConfigError
@@ -23,11 +25,14 @@ from archsearch.errors import ConfigError
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "ui",
-        help="start the MLflow UI on the search store (front runs are tagged)",
+        help="start the MLflow UI on the search store, with links to the front and dashboard",
         description=(
-            "Start the MLflow UI on the store `archsearch search` logs to. Runs on the Pareto "
-            "front carry the tag archsearch.pareto = 'true'; each search's parent run holds "
-            "dashboard.html, pareto.csv and the hypervolume curve. Stop it with Ctrl-C."
+            "Start the MLflow UI on the store `archsearch search` logs to. With NAME, print "
+            "links that open the runs table already filtered to the front of NAME's latest "
+            "search (and to the front of each granularity), and the search's dashboard.html "
+            "inside the UI. Runs on the Pareto front carry the tag archsearch.pareto = "
+            "'true'; each search's parent run holds dashboard.html, pareto.csv and the "
+            "hypervolume curve. Stop it with Ctrl-C."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -41,44 +46,87 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.tracking import (
-        find_experiment_id,
-        open_client,
-        require_store,
-        resolve_tracking_uri,
-        store_errors,
-    )
+    from archsearch.tracking import require_store, resolve_tracking_uri, store_errors
 
     uri = resolve_tracking_uri(args.tracking_uri)
     require_store(uri)
+    server = uri.startswith(("http://", "https://"))
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    base = uri.rstrip("/") if server else f"http://{host}:{args.port}"
     with store_errors(uri):
-        exp = find_experiment_id(open_client(uri), args.name) if args.name else None
-    if uri.startswith(("http://", "https://")):
-        print(f"{uri} is an MLflow server with its own UI: open {_url(uri, exp)}")
-        print(_how_to_see_the_front())
+        links = search_links(uri, base, args.name) if args.name else [f"open {base}/", _HINT]
+    if server:
+        print(f"{uri} is an MLflow server with its own UI: {links[0]}")
+        print("\n".join(links[1:]))
         return 0
     _check_port_free(args.host, args.port)
-    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     print(f"MLflow UI on {uri}")
-    print(f"open {_url(base, exp)}")
-    print(_how_to_see_the_front())
+    print("\n".join(links))
     print("stop it with Ctrl-C", flush=True)
     return _serve(uri, args.host, args.port)
 
 
-def _url(base: str, experiment_id: str | None) -> str:
-    base = base.rstrip("/")
-    # MLflow 3 opens an experiment on its overview page; /runs goes straight to the runs table
-    return f"{base}/#/experiments/{experiment_id}/runs" if experiment_id else f"{base}/"
+_HINT = (
+    "the front: in an experiment's runs table, search  tags.archsearch.pareto = 'true'  (or "
+    "give NAME for links straight to it)"
+)
 
 
-def _how_to_see_the_front() -> str:
-    return (
-        "the front: in the experiment's runs table, search  tags.archsearch.pareto = 'true'\n"
-        "the trade-off: Chart view → add a scatter chart with x = flops, y = val_accuracy\n"
-        "the summary: open the search-<time> parent run → Artifacts → dashboard.html, pareto.csv;"
-        " Metrics → hypervolume"
+def search_links(uri: str, base: str, name: str) -> list[str]:
+    """The lines that take a user to a search in the UI at ``base``: the experiment, its
+    latest search's front (tag-filtered, so it stays current while the search runs), the
+    front of each granularity (by run id, as of now: no tag marks those) and the dashboard."""
+    from archsearch.dashboard import ARTIFACT_NAME
+    from archsearch.tracking import (
+        StoredSearch,
+        artifact_names,
+        artifact_url,
+        experiment_url,
+        find_experiment_id,
+        latest_parent_run,
+        open_client,
+        rows_of_search,
     )
+
+    client = open_client(uri)
+    experiment_id = find_experiment_id(client, name)
+    lines = [f"open {experiment_url(base, experiment_id)}"]
+    parent = latest_parent_run(client, experiment_id)
+    if parent is None:
+        return [*lines, f"(experiment {name!r} holds no archsearch search yet)"]
+    rows = rows_of_search(StoredSearch(client, uri, experiment_id, parent))
+    lines += _front_lines(base, experiment_id, parent, rows)
+    if ARTIFACT_NAME in artifact_names(client, parent.info.run_id):
+        url = artifact_url(base, experiment_id, parent.info.run_id, ARTIFACT_NAME)
+        lines.append(f"the dashboard: {url}")
+    else:
+        lines.append(
+            f"the dashboard: logged when the search ends; for one now: archsearch dashboard "
+            f"{shlex.quote(name)} -o dashboard.html"
+        )
+    lines.append("the trade-off: Chart view → add a scatter chart with x = flops, y = val_accuracy")
+    return lines
+
+
+def _front_lines(
+    base: str, experiment_id: str, parent: Any, rows: list[dict[str, Any]]
+) -> list[str]:
+    """The search's front (tag-filtered) and, with more than one granularity, each one's."""
+    from archsearch.pareto import fronts_by
+    from archsearch.tracking import filtered_runs_url, front_filter, runs_filter
+
+    parent_id, search = parent.info.run_id, parent.info.run_name or parent.info.run_id
+    on_front = sum(row["on_front"] for row in rows)
+    front = filtered_runs_url(base, experiment_id, front_filter(parent_id), order_by="flops")
+    lines = [f"the front of {search} ({on_front} runs, cheapest first): {front}"]
+    fronts = fronts_by(rows, "granularity")
+    if len(fronts) > 1:  # with one granularity its front is the front
+        lines.append("the front of each granularity (these runs as of now):")
+        for granularity, members in fronts.items():
+            ids = [row["run_id"] for row in members]
+            url = filtered_runs_url(base, experiment_id, runs_filter(ids), order_by="flops")
+            lines.append(f"  {granularity} ({len(ids)} runs): {url}")
+    return lines
 
 
 def _check_port_free(host: str, port: int) -> None:

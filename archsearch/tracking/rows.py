@@ -15,6 +15,7 @@ from archsearch.tracking.store import (
     PARETO_TAG,
     REFERENCE_TAG,
     TRIAL_TAG,
+    StoredSearch,
     child_runs,
     open_search,
     store_errors,
@@ -83,14 +84,35 @@ def float_or_none(value: Any) -> float | None:
 def front_rows(experiment: str, tracking_uri: str | None) -> list[dict[str, Any]]:
     """The front of the most recent search of ``experiment``, read back from the store (the
     ``archsearch.pareto`` tags the search kept current)."""
-    search = open_search(experiment, tracking_uri)
+    return [
+        {key: value for key, value in row.items() if key != "on_front"}
+        for row in search_rows(experiment, tracking_uri)
+        if row["on_front"]
+    ]
+
+
+def search_rows(experiment: str, tracking_uri: str | None) -> list[dict[str, Any]]:
+    """Every finished trial of the most recent search of ``experiment`` as a public row, with
+    ``on_front``: whether the search tagged it a member of the (overall) front. What the
+    per-granularity fronts are computed from."""
+    return rows_of_search(open_search(experiment, tracking_uri))
+
+
+def rows_of_search(search: StoredSearch) -> list[dict[str, Any]]:
+    """``search_rows`` of a search already opened."""
     with store_errors(search.tracking_uri):
         runs = list(child_runs(search.client, search.experiment_id, search.parent.info.run_id))
     return [
-        public_row(row_from_run(run))
+        {**public_row(row_from_run(run)), "on_front": run.data.tags.get(PARETO_TAG) == "true"}
         for run in runs
-        if run.info.status == "FINISHED" and run.data.tags.get(PARETO_TAG) == "true"
+        if front_candidate(run)
     ]
+
+
+def front_candidate(run: Run) -> bool:
+    """Whether a child run competes for a front at all: a finished trial. The one place that
+    says so for the fronts computed on read (per granularity, the dashboard's)."""
+    return run.info.status == "FINISHED"
 
 
 def reference_from_run(parent: Run) -> dict[str, Any] | None:

@@ -288,43 +288,9 @@ def download_artifact(
         return None
 
 
-def download_run(run_id: str, names: tuple[str, ...], into: Path, tracking_uri: str | None) -> None:
-    """The named files from the root of a run's artifacts, where the search logs them, for
-    ``archsearch export RUN_ID``. The store, the run and its artifact list are checked first,
-    so each failure is one ``TrackingError`` line naming what is missing where."""
-    uri = resolve_tracking_uri(tracking_uri)
+def artifact_names(client: mlflow.MlflowClient, run_id: str) -> set[str]:
+    """The files at the root of a run's artifacts; empty when the store does not list them."""
     try:
-        require_store(uri)  # fails fast instead of creating an empty store or retrying minutes
-    except TrackingError as error:
-        raise TrackingError(f"{run_id!r} is not a directory, and as a run id: {error}") from None
-    present = _artifact_names(mlflow.MlflowClient(uri), run_id, uri)
-    missing = [name for name in names if name not in present]
-    if missing:
-        raise TrackingError(
-            f"MLflow run {run_id} in {uri} has no {' or '.join(missing)} artifact (it has: "
-            f"{', '.join(sorted(present)) or 'nothing'}); export the run of a finished trial"
-        )
-    try:
-        with artifact_progress_bars_off():
-            for name in names:
-                mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=name, dst_path=str(into), tracking_uri=uri
-                )
-    except MlflowException as error:
-        raise TrackingError(
-            f"cannot download the artifacts of run {run_id} from {uri}: {first_line(error)}"
-        ) from None
-
-
-def _artifact_names(client: mlflow.MlflowClient, run_id: str, uri: str) -> set[str]:
-    """The files at the root of an existing run's artifacts."""
-    try:
-        client.get_run(run_id)
         return {info.path for info in client.list_artifacts(run_id)}
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise TrackingError(
-                f"{run_id!r} is neither a directory nor a run in MLflow store {uri}; pass a "
-                f"trial folder, or a run id from `archsearch pareto` (check --tracking-uri)"
-            ) from None
-        raise TrackingError(f"cannot read run {run_id} from {uri}: {first_line(error)}") from None
+    except (MlflowException, OSError):
+        return set()
