@@ -126,10 +126,10 @@ class TrialConfig:
         _require(self.penalty_cost in COSTS, "penalty_cost", self.penalty_cost, " or ".join(COSTS))
         if self.penalty_target is not None:
             _require(
-                0 <= self.penalty_target <= 1,
+                0 < self.penalty_target <= 1,
                 "penalty_target",
                 self.penalty_target,
-                "a cost ratio between 0 and 1",
+                "a cost ratio above 0 and at most 1",
             )
         for key in ("epochs", "batch_size"):
             _require(getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")

@@ -57,11 +57,49 @@ def _adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, fused=True)
 
 
-def penalty(ratio: torch.Tensor, config: TrialConfig) -> torch.Tensor:
-    """penalty_lambda * ratio, or penalty_lambda * (ratio - target)^2 with a cost target."""
+#: the target penalty's logarithm sees at least this share of the target, so a network
+#: whose gates all closed is pulled back up with a finite gradient
+MISS_FLOOR = 1e-2
+
+
+def penalty(expected: torch.Tensor, hard: torch.Tensor, config: TrialConfig) -> torch.Tensor:
+    """The cost penalty, on the cost of the network hardening would keep now (``hard``, a
+    number) with the gradient of the gates' differentiable ``expected`` cost.
+
+    Without a target: lambda * cost ratio. With a target T: lambda * ln(ratio / T)^2, so a
+    miss by a factor costs the same at every target; the squared distance used before let
+    small targets end 2-5x above themselves (benchmarks/RESULTS.md, "Gates reach their
+    targets"). Taking the value from the hard masks is what makes the penalty pull on the
+    network that is shipped, not on a soft average of it (docs/gates.md, "The penalty")."""
+    hard = hard.detach()
     if config.penalty_target is None:
-        return config.penalty_lambda * ratio
-    return config.penalty_lambda * (ratio - config.penalty_target) ** 2
+        return config.penalty_lambda * (hard + (expected - expected.detach()))
+    target = config.penalty_target
+    miss = torch.log(hard.clamp_min(target * MISS_FLOOR) / target)
+    # the gradient of ln(expected), a relative pull, bounded below the target by 1 / target
+    # so a network whose hard masks all closed (expected near 0) is not thrown back open
+    relative = (expected - expected.detach()) / expected.detach().clamp_min(target)
+    return config.penalty_lambda * (miss**2 + 2 * miss * relative)
+
+
+#: the budget the penalty on undecided groups is measured against when there is no target
+PLAIN_BUDGET = 0.05
+
+
+def undecided_penalty(
+    keep: dict[str, torch.Tensor], cost: CostModel, config: TrialConfig, weight: float
+) -> torch.Tensor:
+    """weight * lambda * the expected cost of groups still undecided (keep * (1 - keep)), as a
+    share of the target (of ``PLAIN_BUDGET`` without one).
+
+    A stochastic gate trains on samples of its keep probabilities but ships its hard mask;
+    while the probabilities sit near 1/2 the two are different networks. Ramped in by the
+    caller over gated training, this term pushes each group towards the side of 1/2 it is
+    on, so the network trained on becomes the network shipped. Dividing by the target keeps
+    its balance with the target penalty, whose pull is relative too, at every target."""
+    undecided = {name: p * (1.0 - p) for name, p in keep.items()}
+    budget = config.penalty_target or PLAIN_BUDGET
+    return weight * config.penalty_lambda * cost.ratio(undecided) / budget
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
@@ -173,7 +211,7 @@ def train_gated(gated: GatedModel, cost: CostModel, run: TrainingRun) -> list[di
     optimizer = _adam(
         [
             {"params": list(gated.base.parameters()), "lr": config.lr},
-            {"params": gated.gate_parameters(), "lr": config.gate_lr},
+            {"params": gated.gate_parameters(), "lr": config.gate_lr * gated.gate_lr_scale},
         ]
     )
     steps_per_epoch = math.ceil(run.data.size("train") / config.batch_size)
@@ -183,8 +221,9 @@ def train_gated(gated: GatedModel, cost: CostModel, run: TrainingRun) -> list[di
         xb: torch.Tensor, yb: torch.Tensor, epoch: int, index: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         done = (epoch - 1) * steps_per_epoch + index  # schedules run over all gated epochs
-        gated.set_progress(min(1.0, done / total_steps))
-        return _gated_step(gated, cost, config, optimizer, xb, yb, epoch, done)
+        progress = min(1.0, done / total_steps)
+        gated.set_progress(progress)
+        return _gated_step(gated, cost, config, optimizer, (xb, yb), (epoch, done), progress)
 
     gated.train()
     return _epochs(run, "gated", config.epochs, step, lambda: _gate_summary(gated, cost, run.data))
@@ -195,15 +234,19 @@ def _gated_step(
     cost: CostModel,
     config: TrialConfig,
     optimizer: torch.optim.Optimizer,
-    xb: torch.Tensor,
-    yb: torch.Tensor,
-    epoch: int,
-    step: int,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    position: tuple[int, int],
+    progress: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    (xb, yb), (epoch, step) = batch, position
     aux_weight = aux_loss_weight(gated.base)
     logits, data_loss = _classification_loss(gated(xb), yb, aux_weight)
     keep = gated.keep_probabilities(gated.last_scores)
-    loss = data_loss + penalty(cost.ratio(keep), config)
+    hard = cost.ratio(_float_masks(gated.hard_masks(gated.last_scores)))
+    scale = gated.penalty_scale
+    loss = data_loss + scale * penalty(cost.ratio(keep), hard, config)
+    if gated.polarisation > 0:
+        loss = loss + scale * undecided_penalty(keep, cost, config, gated.polarisation * progress)
     _check_finite(loss, "gated", epoch, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -216,13 +259,21 @@ def _gated_step(
     return logits.detach(), data_loss.detach()
 
 
+def _float_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: mask.float() for name, mask in masks.items()}
+
+
 @torch.no_grad()
 def _gate_summary(gated: GatedModel, cost: CostModel, data: DataSplits) -> dict[str, float]:
-    masks = {k: v.float() for k, v in gated.hard_masks().items()}
+    """The epoch's validation accuracy (eval mode: the hardened network's function) and the
+    cost the penalty's gradient pulls on against the cost hardening would keep."""
+    expected = float(cost.ratio(gated.keep_probabilities()))
+    hard = float(cost.ratio(_float_masks(gated.hard_masks())))
     return {
         "val_accuracy": accuracy(gated, data, "val"),
-        "expected_cost_ratio": float(cost.ratio(gated.keep_probabilities())),
-        "hard_cost_ratio": float(cost.ratio(masks)),
+        "expected_cost_ratio": expected,
+        "hard_cost_ratio": hard,
+        "cost_gap": hard - expected,
     }
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from archsearch.config import TrialConfig
+from archsearch.cost_gap import cost_gap_is_large
 from archsearch.data import DataSplits, load_dataset
 from archsearch.errors import ConfigError
 from archsearch.models import (
@@ -193,8 +194,24 @@ def _measure(
         "dense_params": built.dense_params,
         "train_seconds": trained.seconds,
         "degenerate": bool(hardened.degenerate_groups),
+        **_cost_gap(trained.history),
     }
     return flops, metrics
+
+
+def _cost_gap(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last gated epoch's expected and hardened cost, and whether they stayed apart: the
+    gates then optimised a network other than the one shipped (``cost_gap_is_large``)."""
+    gated = [record for record in history if record["phase"] == "gated"]
+    if not gated:
+        return {}
+    expected, hard = gated[-1]["expected_cost_ratio"], gated[-1]["hard_cost_ratio"]
+    return {
+        "expected_cost_ratio": expected,
+        "hard_cost_ratio": hard,
+        "cost_gap": hard - expected,
+        "cost_gap_large": cost_gap_is_large(expected, hard),
+    }
 
 
 def _describe(

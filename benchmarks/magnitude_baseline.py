@@ -1,71 +1,135 @@
-"""Reference point for the gates: global magnitude pruning of LeNet-300-100 with fine-tuning.
+"""Reference point for the gates: global magnitude pruning to a FLOPs ratio, with fine-tuning.
 
-Usage: python benchmarks/magnitude_baseline.py [--keep 0.05] [--epochs 10] [--finetune-epochs 2]
-Trains the dense model, keeps the largest `keep` fraction of all Linear weights (one global
-threshold), fine-tunes with the pruned weights held at zero, and reports test accuracy and
-fvcore FLOPs scaled by each layer's density (the same convention as weight-granularity gates).
+Usage: python benchmarks/magnitude_baseline.py [--model lenet_300_100] [--ratios 0.02 0.05 0.2]
+       [--epochs 10] [--finetune-epochs 2]
+Trains the dense model once, then for each ratio keeps the largest-magnitude weights of all
+Conv2d/Linear layers (one global threshold) until the kept multiply-accumulates reach that
+fraction of the dense count, fine-tunes with the pruned weights held at zero, and reports test
+accuracy and fvcore FLOPs scaled by each layer's density (the convention of weight-granularity
+gates). On an MLP a weight costs one multiply-accumulate, so the FLOPs ratio is the share of
+weights kept; in a convolution a weight costs one per output position, which the threshold
+accounts for. `benchmarks/gate_targets.py` compares every gate with these figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import warnings
+from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from archsearch.config import TrialConfig
+from archsearch.data import DataSplits
 from archsearch.models import create_model
 from archsearch.pruning.flops import count_flops
 from archsearch.pruning.gated_model import GatedModel
+from archsearch.pruning.groups import layer_geometry
 from archsearch.train import TrainingRun, evaluate, finetune, pretrain
 from archsearch.trial import load_data
 
-SHAPE = (1, 28, 28)
 
-
-def prune_globally(model: nn.Module, keep: float) -> dict[str, float]:
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    magnitudes = torch.cat([m.weight.detach().abs().flatten() for m in layers.values()])
-    threshold = magnitudes.kthvalue(int(len(magnitudes) * (1 - keep))).values
+def prune_to_flops(
+    model: nn.Module, ratio: float, input_shape: tuple[int, ...]
+) -> dict[str, float]:
+    """Zero the smallest weights, globally, keeping ``ratio`` of the dense multiply-accumulates;
+    returns each layer's weight density."""
+    geometry = layer_geometry(model, input_shape)
+    layers = dict(model.named_modules())
+    magnitudes, costs = [], []
+    for name, g in geometry.items():
+        weight = layers[name].weight.detach().abs().flatten()
+        magnitudes.append(weight)
+        costs.append(torch.full_like(weight, float(g.positions)))
+    magnitude, cost = torch.cat(magnitudes), torch.cat(costs)
+    order = torch.argsort(magnitude, descending=True)
+    kept_cost = torch.cumsum(cost[order], 0)
+    budget = ratio * float(cost.sum())
+    keep_count = max(1, int((kept_cost <= budget).sum()))
+    threshold = magnitude[order[keep_count - 1]]
+    densities = {}
     with torch.no_grad():
-        for module in layers.values():
-            module.weight.mul_(module.weight.abs() > threshold)
-    return {n: float((m.weight != 0).float().mean()) for n, m in layers.items()}
+        for name in geometry:
+            weight = layers[name].weight
+            weight.mul_(weight.abs() >= threshold)
+            densities[name] = float((weight != 0).float().mean())
+    return densities
+
+
+def dense_training(config: TrialConfig, data: DataSplits) -> tuple[nn.Module, TrainingRun]:
+    """The dense model after ``config.pretrain_epochs`` epochs, and the run that trained it."""
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, data.input_shape, data.num_classes)
+    run = TrainingRun(config, data, torch.Generator().manual_seed(config.seed))
+    pretrain(GatedModel(model, [], "hard_concrete"), run)
+    return model, run
+
+
+def magnitude_rows(
+    model_name: str,
+    ratios: list[float],
+    *,
+    epochs: int = 10,
+    finetune_epochs: int = 2,
+    data: DataSplits | None = None,
+) -> list[dict[str, Any]]:
+    """One row per FLOPs ratio: test accuracy of the pruned, fine-tuned model and its FLOPs."""
+    config = TrialConfig(
+        model=model_name,
+        data="fashion_mnist",
+        pretrain_epochs=epochs,
+        finetune_epochs=finetune_epochs,
+    )
+    data = data or load_data(config)
+    shape = data.input_shape
+    dense, run = dense_training(config, data)
+    dense_flops = count_flops(dense, shape).total
+    rows = [
+        {
+            "model": model_name,
+            "ratio": 1.0,
+            "flops_ratio": 1.0,
+            "test_accuracy": evaluate(dense, data.test_x, data.test_y),
+        }
+    ]
+    for ratio in ratios:
+        model = copy.deepcopy(dense)
+        densities = prune_to_flops(model, ratio, shape)
+        finetune(model, replace(run, generator=torch.Generator().manual_seed(config.seed)))
+        flops = count_flops(model.eval(), shape, densities=densities).total
+        rows.append(
+            {
+                "model": model_name,
+                "ratio": ratio,
+                "flops_ratio": flops / dense_flops,
+                "test_accuracy": evaluate(model, data.test_x, data.test_y),
+            }
+        )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep", type=float, default=0.05)
+    parser.add_argument("--model", default="lenet_300_100")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.05])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    config = TrialConfig(
-        model="lenet_300_100",
-        data="fashion_mnist",
-        pretrain_epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs,
+    rows = magnitude_rows(
+        args.model, args.ratios, epochs=args.epochs, finetune_epochs=args.finetune_epochs
     )
-    data = load_data(config)
-    model = create_model("lenet_300_100", SHAPE, 10)
-    run = TrainingRun(config, data, torch.Generator().manual_seed(0))
-    pretrain(GatedModel(model, [], "hard_concrete"), run)
-    dense_test = evaluate(model, data.test_x, data.test_y)
-    dense_flops = count_flops(model, SHAPE).total
-    densities = prune_globally(model, args.keep)
-    finetune(model, run)
-    flops = count_flops(model, SHAPE, densities=densities).total
-    print(f"dense: test accuracy {dense_test:.4f}, FLOPs {dense_flops:,}")
-    print(
-        f"magnitude pruning to {100 * args.keep:.0f}% of weights + {args.finetune_epochs} "
-        f"fine-tuning epochs: val {evaluate(model, data.val_x, data.val_y):.4f}, test "
-        f"{evaluate(model, data.test_x, data.test_y):.4f}, FLOPs {flops:,} "
-        f"({100 * flops / dense_flops:.2f}% of dense), densities "
-        + ", ".join(f"{n} {100 * d:.1f}%" for n, d in densities.items())
-    )
+    print("| model | FLOPs ratio asked | FLOPs % of dense | test acc |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['model']} | {row['ratio']:g} | {100 * row['flops_ratio']:.2f} "
+            f"| {row['test_accuracy']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 
 from archsearch.commands._common import key_values
 from archsearch.config import TrialConfig
+from archsearch.cost_gap import describe_cost_gap
 
 _DESCRIPTION = (
     "Run one pruning trial (the same function the search runs per trial) and write "
@@ -155,6 +156,12 @@ def format_result(metrics: dict[str, Any], subnetwork: dict[str, Any], out: Path
         lines.append(
             f"degenerate     gates dropped every group of: "
             f"{', '.join(subnetwork['degenerate_groups'])} (kept the strongest one)"
+        )
+    if metrics.get("cost_gap_large"):
+        lines.append(
+            "cost gap       "
+            + describe_cost_gap(metrics["expected_cost_ratio"], metrics["hard_cost_ratio"])
+            + " at the end of gated training"
         )
     lines.append(f"train seconds  {metrics['train_seconds']:.1f}")
     lines.append(f"wrote          {out}/metrics.json, subnetwork.json, weights.safetensors")

@@ -14,6 +14,8 @@ from archsearch.gates.shared import keep_logit
 INIT_STD = 1e-2
 #: the hard-sigmoid variant's slope is k / HARD_SIGMOID_DIVISOR (the public code's 7)
 HARD_SIGMOID_DIVISOR = 7.0
+#: above this many gates in a model, lambda is scaled by (gates / this): see penalty_scale
+REFERENCE_GROUPS = 1000
 
 
 @register_gate(
@@ -42,6 +44,10 @@ class ArmGate(Gate):
     """
 
     two_pass = True
+    #: measured: without it the keep probabilities of a weight-granularity layer stay near 1/2
+    #: and the network trained on costs 3x the one shipped (docs/gates.md, "What each
+    #: method adds to it")
+    polarisation = 5.0
 
     def __init__(
         self, n: int, *, init_drop_rate: float = 0.5, k: float = 7.0, hard_sigmoid: bool = False
@@ -59,6 +65,15 @@ class ArmGate(Gate):
         self.phi = nn.Parameter(torch.randn(n) * (INIT_STD / k) + start)
         self._u: torch.Tensor | None = None
         self._antithetic = False
+
+    @classmethod
+    def penalty_scale(cls, total_groups: int) -> float:
+        """total_groups / 1000 above 1000 gates: the ARM estimate of each gate's data
+        gradient is a whole minibatch's loss difference, noise of a fixed size per gate,
+        while a normalised penalty gives each of n gates 1/n of its gradient. At weight
+        granularity (266,200 gates on LeNet-300-100) lambda = 5 left every gate at its
+        initial 50% (docs/gates.md, "What each method adds to it")."""
+        return max(1.0, total_groups / REFERENCE_GROUPS)
 
     def _pi(self) -> torch.Tensor:
         if self.hard_sigmoid:

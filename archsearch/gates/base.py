@@ -33,6 +33,23 @@ class Gate(nn.Module, abc.ABC):
     two_pass: ClassVar[bool] = False
     #: True when the method only makes sense on trained weights (a dense warm-up first).
     requires_warmup: ClassVar[bool] = False
+    #: Weight of the penalty on the expected cost of undecided groups (``train.
+    #: undecided_penalty``), ramped in over gated training; 0 for gates that end binary
+    #: on their own. A stochastic gate whose keep probabilities sink together sets it.
+    polarisation: ClassVar[float] = 0.0
+    #: Factor on ``gate_lr`` for this method's parameters, for methods whose parameters live
+    #: on a wider scale than the others' (learned thresholds).
+    lr_scale: ClassVar[float] = 1.0
+
+    @classmethod
+    def penalty_scale(cls, total_groups: int) -> float:
+        """Factor on lambda for this method, given how many groups the model gates in all.
+
+        The penalty is normalised by the dense cost, so each group's share of its gradient
+        shrinks as 1/``total_groups``; methods whose data-loss gradient per group does not
+        shrink with it (ARM's is one loss difference per group) scale lambda back up so the
+        same lambda gives them the same outcome as the others."""
+        return 1.0
 
     def __init__(self, n: int) -> None:
         super().__init__()

@@ -31,6 +31,10 @@ class GumbelSoftmaxGate(Gate):
     plus N(0, 0.01) noise.
     """
 
+    #: measured: without it, keep probabilities sink together and the hard mask keeps a
+    #: fraction of what the penalty pulls on (docs/gates.md, "What each method adds to it")
+    polarisation = 5.0
+
     def __init__(
         self, n: int, *, init_drop_rate: float = 0.5, tau0: float = 1.0, tau_min: float = 0.1
     ) -> None:

@@ -96,8 +96,13 @@ class GatedModel(nn.Module):
         return {g.name: self.gate(g.name).keep_probability(scores[g.name]) for g in self.groups}
 
     @torch.no_grad()
-    def hard_masks(self) -> dict[str, torch.Tensor]:
-        return {g.name: self.gate(g.name).hard_mask(self.scores(g)) for g in self.groups}
+    def hard_masks(
+        self, scores: dict[str, torch.Tensor | None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The keep/drop decisions hardening would take now; ``last_scores`` may be passed as
+        in ``keep_probabilities``."""
+        scores = scores if scores is not None else {g.name: self.scores(g) for g in self.groups}
+        return {g.name: self.gate(g.name).hard_mask(scores[g.name]) for g in self.groups}
 
     @torch.no_grad()
     def strength(self, group: GroupSpec) -> torch.Tensor:
@@ -179,6 +184,24 @@ class GatedModel(nn.Module):
     @property
     def two_pass(self) -> bool:
         return any(g.two_pass for g in self.gate_list)
+
+    @property
+    def penalty_scale(self) -> float:
+        """The gate method's factor on lambda for this model's number of groups."""
+        gates = self.gate_list
+        if not gates:
+            return 1.0
+        return type(gates[0]).penalty_scale(sum(g.n for g in gates))
+
+    @property
+    def gate_lr_scale(self) -> float:
+        """The gate method's factor on ``gate_lr`` (``Gate.lr_scale``)."""
+        return max((g.lr_scale for g in self.gate_list), default=1.0)
+
+    @property
+    def polarisation(self) -> float:
+        """The gates' weight on the penalty of undecided groups (``Gate.polarisation``)."""
+        return max((g.polarisation for g in self.gate_list), default=0.0)
 
     @contextlib.contextmanager
     def antithetic(self) -> Iterator[None]:

@@ -16,6 +16,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param
 
+from archsearch.cost_gap import describe_cost_gap
 from archsearch.errors import error_summary
 from archsearch.tracking.store import PARENT_ID_TAG, PARETO_TAG, TRIAL_TAG
 
@@ -89,6 +90,10 @@ def child_tags(
         tags["archsearch.node_ip"] = str(metrics["node_ip"])
     if files.history:
         tags["archsearch.phases"] = _phases(files.history)
+    if metrics.get("cost_gap_large"):
+        tags["archsearch.cost_gap"] = describe_cost_gap(
+            metrics["expected_cost_ratio"], metrics["hard_cost_ratio"]
+        )
     if error is not None:
         tags["archsearch.error"] = error_summary(error)
     return tags
