@@ -60,11 +60,16 @@ def search_spec(
     seed: int = 0,
     cpu: float = 1.0,
     gpu: float = 0.0,
+    scheduler: dict[str, Any] | None = None,
+    time_budget: str | float | None = None,
+    constraints: dict[str, dict[str, float]] | None = None,
 ) -> SearchSpec:
     """A search spec from keyword arguments: the same sections a space file holds (``space``
-    is its ``space:`` mapping, ``train`` its ``train:`` one), checked exactly as a file is;
-    every mistake is one ``SpaceError`` line naming the key. Relative ``data_root`` and
-    ``init_weights`` are resolved against the working folder, as in a file."""
+    is its ``space:`` mapping, ``train`` its ``train:`` one, ``scheduler`` e.g. ``{"name":
+    "moasha", "grace_epochs": 1, "eta": 3}``, ``time_budget`` e.g. ``"30m"``, ``constraints``
+    e.g. ``{"val_accuracy": {"min": 0.8}}``), checked exactly as a file is; every mistake is
+    one ``SpaceError`` line naming the key. Relative ``data_root`` and ``init_weights`` are
+    resolved against the working folder, as in a file."""
     from archsearch.space import spec_from_dict
 
     data_section: dict[str, Any] = {"name": import_path_of(data, "data")}
@@ -87,14 +92,18 @@ def search_spec(
     }
     if init_weights is not None:
         raw["init"] = {"weights": str(init_weights)}
+    optional = {"scheduler": scheduler, "time_budget": time_budget, "constraints": constraints}
+    raw.update({key: value for key, value in optional.items() if value is not None})
     return spec_from_dict(raw, source=f"search_spec({name!r})")
 
 
 def run(spec: SearchSpec, **options: Any) -> SearchOutcome:
     """Run (or, with ``resume=True``, resume) the search to its end; the keywords are those
     of ``archsearch.search.run_search``: ``trials``, ``concurrency``, ``seed``, ``address``
-    (a Ray cluster's HOST:PORT), ``tracking_uri``, ``storage``, ``resume``, ``on_progress``
-    (called with each progress line; default ``print``)."""
+    (a Ray cluster's HOST:PORT), ``tracking_uri``, ``storage``, ``resume``, ``time_budget``
+    (seconds; default the spec's), ``on_progress`` (called with each progress line; default
+    ``print``). The outcome counts ``stopped`` and ``infeasible`` trials and says whether the
+    time budget ended the search (``budget_ended``)."""
     from archsearch.search import run_search
 
     return run_search(spec, **options)

@@ -39,6 +39,7 @@ from archsearch.tracking import (
     run_url,
     slug,
 )
+from archsearch.tracking.endings import INFEASIBLE_TAG, STOPPED_BY_TAG, STOPPED_TAG
 
 PAYLOAD_FORMAT = "archsearch.dashboard/1"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
@@ -65,6 +66,10 @@ class DashboardReport:
 def counts_line(counts: dict[str, int]) -> str:
     """The header line users read first, e.g. ``24 trials: 22 finished, 2 failed; front: 5``."""
     line = f"{counts['trials']} trials: {counts['finished']} finished, {counts['failed']} failed"
+    if counts.get("stopped"):
+        line += f", {counts['stopped']} stopped early"
+    if counts.get("infeasible"):
+        line += f", {counts['infeasible']} infeasible"
     if counts.get("running"):
         line += f", {counts['running']} running"
     return f"{line}; front: {counts['front']}"
@@ -96,6 +101,7 @@ def collect(
         for run in runs
     ]
     _mark_front(rows)
+    _place_stopped(rows)
     return _json_safe(
         {
             "format": PAYLOAD_FORMAT,
@@ -152,6 +158,11 @@ def _run_row(
         "on_front": False,
         # on the front of its own granularity (compared only with trials of that granularity)
         "on_granularity_front": False,
+        # stopped early (a rung, the time budget): drawn apart, where it stood when stopped
+        "stopped_at_epoch": _int(tags.get(STOPPED_TAG)),
+        "stopped_by": tags.get(STOPPED_BY_TAG),
+        # finished but violating a constraint: drawn marked, never on a front
+        "infeasible": tags.get(INFEASIBLE_TAG),
     }
     if subnetwork:
         row.update(_subnetwork_fields(subnetwork))
@@ -186,9 +197,28 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+def _place_stopped(rows: list[dict[str, Any]]) -> None:
+    """Where a stopped trial stood: its gated model's validation accuracy and its hard-mask
+    cost ratio times the dense FLOPs (that of the finished trials; the ratio is the penalty's
+    cost, FLOPs unless the space counts parameters)."""
+    dense = next((r["metrics"]["dense_flops"] for r in rows if "dense_flops" in r["metrics"]), None)
+    for row in rows:
+        if row["stopped_at_epoch"] is None:
+            continue
+        ratio = row["metrics"].get("stopped.hard_cost_ratio")
+        row["at_stop"] = {
+            "val_accuracy": row["metrics"].get("stopped.val_accuracy"),
+            "flops": ratio * dense if ratio is not None and dense is not None else None,
+        }
+
+
 def _mark_front(rows: list[dict[str, Any]]) -> None:
-    """The front over every finished trial, and the front of each granularity."""
-    finished = [r for r in rows if r["status"] == "FINISHED"]
+    """The front over every finished feasible trial, and the front of each granularity."""
+    finished = [r for r in rows if r["status"] == "FINISHED" and not r["infeasible"]]
     points = [[_nan(r["metrics"].get(k)) for k in OBJECTIVES] for r in finished]
     directions = list(OBJECTIVES.values())
     overall = non_dominated(points, directions)
@@ -203,12 +233,15 @@ def _nan(value: float | None) -> float:
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
-    statuses = [r["status"] for r in rows]
+    stopped = [r for r in rows if r["stopped_at_epoch"] is not None]
+    statuses = [r["status"] for r in rows if r["stopped_at_epoch"] is None]
     return {
         "trials": len(rows),
         "finished": statuses.count("FINISHED"),
         "failed": sum(s in _FAILED for s in statuses),
         "running": sum(s not in (*_FAILED, "FINISHED") for s in statuses),
+        "stopped": len(stopped),
+        "infeasible": sum(bool(r["infeasible"]) for r in rows),
         "front": sum(r["on_front"] for r in rows),
     }
 

@@ -72,6 +72,24 @@ def non_dominated(points: Sequence[Sequence[float]], directions: Sequence[str]) 
     return result.tolist()
 
 
+def nondominated_ranks(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Non-dominated sorting: rank 0 is the front, rank 1 the front once rank 0 is removed,
+    and so on. Points with a NaN or infinite value come last, one rank below every other."""
+    ranks = [len(points)] * len(points)
+    left = list(range(len(points)))
+    rank = 0
+    while left:
+        flags = non_dominated([points[i] for i in left], directions)
+        if not any(flags):  # only non-finite points are left
+            break
+        for index, on_front in zip(left, flags, strict=True):
+            if on_front:
+                ranks[index] = rank
+        left = [i for i, on_front in zip(left, flags, strict=True) if not on_front]
+        rank += 1
+    return ranks
+
+
 def hypervolume_2d(
     points: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]
 ) -> float:
@@ -96,6 +114,22 @@ def hypervolume_2d(
             area += (ref[0] - x) * (best_y - y)
             best_y = y
     return float(area)
+
+
+def hypervolume_axes(
+    objectives: dict[str, str],
+) -> tuple[list[str], list[str], list[float]] | None:
+    """The normalised axes of a search's hypervolume (keys, directions, reference point): a
+    maximised metric as is (accuracy in [0, 1], reference 0), a minimised one as its
+    ``_ratio`` to the dense network (reference 1). None unless there are two objectives."""
+    if len(objectives) != 2:
+        return None
+    keys, directions, reference = [], [], []
+    for name, direction in objectives.items():
+        keys.append(name if direction == "max" else f"{name.removesuffix('_ratio')}_ratio")
+        directions.append(direction)
+        reference.append(0.0 if direction == "max" else 1.0)
+    return keys, directions, reference
 
 
 def non_dominated_within(

@@ -95,6 +95,16 @@ def trial_config(folder: Path, sampled: dict[str, Any]) -> TrialConfig:
     return trial_spec(folder).trial_config(sampled)
 
 
+def space_error(folder: Path, raw: dict[str, Any]) -> str:
+    """The error ``load_spec`` gives for a bad space, checked to be one line."""
+    from archsearch.space import SpaceError, load_spec
+
+    with pytest.raises(SpaceError) as caught:
+        load_spec(write_space(folder, raw))
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
 # -- processes ---------------------------------------------------------------------------------
 
 

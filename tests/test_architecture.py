@@ -19,10 +19,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "archsearch"
 
 #: each unit's layer: a module may import its own unit and units of a lower layer only
 LAYERS: dict[str, int] = {
+    "cost_gap": 0,
+    "constraints": 0,
+    "durations": 0,
     "errors": 0,
     "registry": 0,
     "progress": 0,
     "pareto": 0,
+    "rungs": 0,
     "user_code": 0,
     "gates": 1,
     "models": 1,

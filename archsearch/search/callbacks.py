@@ -22,7 +22,9 @@ from ray import tune
 from ray.tune import result as tune_result
 from ray.tune.callback import CallbackList
 
+from archsearch.cost_gap import describe_cost_gap
 from archsearch.errors import short_error
+from archsearch.search.reports import is_final, stopped_epoch
 
 if TYPE_CHECKING:
     from archsearch.tracking import SearchTracker
@@ -112,10 +114,15 @@ class SearchProgress(tune.Callback):
 
     def line(self, summary: dict[str, Any]) -> str:
         finished, failed = summary["finished"], summary["failed"]
+        stopped, infeasible = summary.get("stopped", 0), summary.get("infeasible", 0)
         width = len(str(self.total))
         counts = (
-            f"[{finished + failed:>{width}}/{self.total} done, {self.running()} running, "
-            f"{failed} failed" + (f", {self._retried} retried" if self._retried else "") + "]"
+            f"[{finished + failed + stopped:>{width}}/{self.total} done, {self.running()} "
+            f"running, {failed} failed"
+            + (f", {stopped} stopped" if stopped else "")
+            + (f", {infeasible} infeasible" if infeasible else "")
+            + (f", {self._retried} retried" if self._retried else "")
+            + "]"
         )
         return f"{counts} {self._what(summary)} -> {self._result(summary)} | {_front(summary)}"
 
@@ -133,9 +140,29 @@ class SearchProgress(tune.Callback):
         return " ".join([head, *penalty, *rest])
 
     def _result(self, summary: dict[str, Any]) -> str:
-        if summary["status"] != "FINISHED":
+        if summary["status"] == "STOPPED":
+            return _stopped(summary)
+        if summary["status"] not in ("FINISHED", "INFEASIBLE"):
             return f"FAILED ({self._errors.get(summary['trial_id'], 'see its MLflow run')})"
-        return f"val {summary['val_accuracy']:.3f}, FLOPs {summary['flops_ratio']:.1%}"
+        result = f"val {summary['val_accuracy']:.3f}, FLOPs {summary['flops_ratio']:.1%}"
+        if summary["status"] == "INFEASIBLE":
+            result += f", infeasible ({summary['violations']})"
+        reported = next(
+            (t.last_result or {} for t in self._trials if t.trial_id == summary["trial_id"]), {}
+        )
+        if reported.get("cost_gap_large"):
+            expected, hard = reported["expected_cost_ratio"], reported["hard_cost_ratio"]
+            result += f" (cost gap: {describe_cost_gap(expected, hard)})"
+        return result
+
+
+def _stopped(summary: dict[str, Any]) -> str:
+    """e.g. ``stopped at epoch 3 (rung): val 0.712, cost 14.2% then``."""
+    text = f"stopped at epoch {summary['stopped_at_epoch']} ({summary['stopped_by']})"
+    accuracy, cost = summary.get("stopped.val_accuracy"), summary.get("stopped.hard_cost_ratio")
+    if accuracy is not None and cost is not None:
+        text += f": val {accuracy:.3f}, cost {cost:.1%} then"
+    return text
 
 
 def _number(value: Any) -> str:
@@ -150,7 +177,14 @@ def _front(summary: dict[str, Any]) -> str:
 
 
 class TrackingCallback(tune.Callback):
-    """Logs each trial into MLflow on the driver when it ends, finished or errored.
+    """Logs each trial into MLflow on the driver when it ends: finished, errored, or stopped
+    early (its last report an epoch report, see ``reports``).
+
+    A trial Tune marks TERMINATED is logged by its last report: a final report is its result;
+    an epoch report is a stop, logged as one only when ``stop_reason`` names who stopped it
+    (a MOASHA rung, the time budget). Otherwise the trial was cut off by Ctrl-C or a lost
+    driver (Tune marks running trials TERMINATED as it ends): it is not logged, and a resumed
+    search runs it again from its start.
 
     Through the tracker's ``outage``: while a tracking server is away, ended trials wait on
     the driver (their files stay in the trial's checkpoint) and the search goes on; they are
@@ -164,9 +198,11 @@ class TrackingCallback(tune.Callback):
         tracker: SearchTracker,
         on_logged: Callable[[dict[str, Any]], None] | None = None,
         emit: ProgressFn | None = None,
+        stop_reason: Callable[[str], str | None] = lambda trial_id: None,
     ) -> None:
         self.tracker = tracker
         self.on_logged = on_logged
+        self.stop_reason = stop_reason
         self.errors: list[str] = []
         self._handed: set[str] = set()  # trial ids given to the tracker
         self._caught_up = False
@@ -181,7 +217,8 @@ class TrackingCallback(tune.Callback):
         self.tracker.outage.poll()
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._hand_over(trial, None)
+        # Tune ends a running trial before its final report only on a scheduler's STOP
+        self._hand_over_ended(trial, default_reason="rung")
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._hand_over(trial, trial_error_text(trial))
@@ -196,23 +233,37 @@ class TrackingCallback(tune.Callback):
             if trial.trial_id in self._handed or self.tracker.is_logged(trial.trial_id):
                 continue
             if trial.status == "TERMINATED":
-                self._hand_over(trial, None)
+                self._hand_over_ended(trial, default_reason=None)
             elif trial.status == "ERROR":
                 self._hand_over(trial, trial_error_text(trial))
 
-    def _hand_over(self, trial: Any, error: str | None) -> None:
+    def _hand_over_ended(self, trial: Any, default_reason: str | None) -> None:
+        """A TERMINATED trial: its result, a stop, or (cut off, or never started) nothing."""
+        result = trial.last_result or {}
+        if is_final(result, self.tracker.objectives):
+            self._hand_over(trial, None)
+            return
+        epoch = stopped_epoch(result)
+        reason = self.stop_reason(trial.trial_id) or default_reason
+        if epoch is not None and reason is not None:
+            self._hand_over(trial, None, stopped=(epoch, reason))
+
+    def _hand_over(
+        self, trial: Any, error: str | None, stopped: tuple[int, str] | None = None
+    ) -> None:
         if trial.trial_id in self._handed:
             return
         self._handed.add(trial.trial_id)
         metrics = None
         if error is None:
             metrics = {k: v for k, v in (trial.last_result or {}).items() if k not in _RAY_KEYS}
-        # the checkpoint, not its folder: a write that waits opens it again when it runs
-        checkpoint = trial.checkpoint if error is None else None
+        # the checkpoint, not its folder: a write that waits opens it again when it runs.
+        # Only a final report has one: a stopped trial has no files.
+        checkpoint = trial.checkpoint if error is None and stopped is None else None
         config = dict(trial.config)
         self.tracker.outage.submit(
             f"trial {trial.trial_id}",
-            lambda: self._log(trial.trial_id, config, metrics, checkpoint, error),
+            lambda: self._log(trial.trial_id, config, metrics, checkpoint, (error, stopped)),
             self._warn,
         )
 
@@ -222,10 +273,13 @@ class TrackingCallback(tune.Callback):
         config: dict[str, Any],
         metrics: dict[str, Any] | None,
         checkpoint: Any,
-        error: str | None,
+        ending: tuple[str | None, tuple[int, str] | None],
     ) -> None:
+        error, stopped = ending
         if checkpoint is None:
-            run_id = self.tracker.log_trial(trial_id, config, metrics=metrics, error=error)
+            run_id = self.tracker.log_trial(
+                trial_id, config, metrics=metrics, error=error, stopped=stopped
+            )
         else:
             # as_directory: the folder itself for local storage, a temporary copy for remote
             with checkpoint.as_directory() as directory:

@@ -38,8 +38,9 @@ def with_overrides(spec: SearchSpec, overrides: Overrides) -> SearchSpec:
 
 
 def fingerprint(spec: SearchSpec) -> str:
-    """What a resumed search must not change: the space, the trial settings, the run shape."""
-    described = {k: v for k, v in spec.describe().items() if k != "space_file"}
+    """What a resumed search must not change: the space, the trial settings, the run shape.
+    Not the time budget: it counts per run of the command, so a resume may give another."""
+    described = {k: v for k, v in spec.describe().items() if k not in ("space_file", "time_budget")}
     text = json.dumps(described, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -55,6 +56,15 @@ def write_settings(spec: SearchSpec, path: Path, uri: str) -> None:
     }
     path.mkdir(parents=True, exist_ok=True)
     (path / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def mark_budget_ended(path: Path) -> None:
+    """Remember that the time budget ended this search: Ray's state holds it as finished (its
+    searcher done, the unstarted trials never to run), so there is nothing to resume."""
+    settings_path = path / SETTINGS_FILE
+    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    settings["ended_by"] = "time budget"
+    settings_path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def require_fresh(spec: SearchSpec, path: Path) -> None:
@@ -77,6 +87,12 @@ def resumed_settings(
             f"(or point --storage at the folder that holds it)"
         )
     saved = json.loads(settings_path.read_text())
+    if saved.get("ended_by") == "time budget":
+        raise ResumeError(
+            f"search {spec.name!r} in {path} ended on its time budget, with its front logged; "
+            f"there is nothing to resume: start a new one after removing that folder (or "
+            f"with another --storage, or another name)"
+        )
     for key, value in overrides.items():
         if value is not None and value != saved[key]:
             raise ResumeError(

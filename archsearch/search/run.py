@@ -1,8 +1,10 @@
 """The search: Ray Tune runs the trials, Optuna picks the next points, MLflow records them.
 
-    SearchSpec ─▶ Tuner(OptunaSearch(metric=[val_accuracy, flops], mode=[max, min]))
+    SearchSpec ─▶ Tuner(StudySearch: OptunaSearch(metric=[val_accuracy, flops], mode=[max, min]),
+                        scheduler: FIFO or MoashaScheduler, stop: BudgetStopper)
       each trial (a Ray actor, anywhere in the cluster): worker.run_one_trial ─▶ tune.report(
-      metrics, checkpoint=the trial's files)     on the driver: TrackingCallback ─▶ MLflow
+      epoch report) per gated epoch ... tune.report(metrics, checkpoint=the trial's files)
+      on the driver: MOASHA ranks epoch reports at rungs; TrackingCallback ─▶ MLflow
 
 A trial cut off by a lost node or worker process runs again from its start, up to ``retries``
 times (the space file's key); an exception of the trial's own code is never retried (see
@@ -16,16 +18,19 @@ already logged, so an interrupted search ends with exactly the requested number 
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.schedulers import FIFOScheduler
 
 from archsearch.data import DataSplits
+from archsearch.durations import format_duration
 from archsearch.pareto import format_reference
+from archsearch.search.budget import BudgetStopper, TimeBudget, live_budget
 from archsearch.search.callbacks import (
     LiveCallbacks,
     ProgressFn,
@@ -34,18 +39,28 @@ from archsearch.search.callbacks import (
     live_callbacks,
 )
 from archsearch.search.cluster import quiet_ray, ray_session, require_resources
+from archsearch.search.moasha import MoashaScheduler, RungBook, RungBookKeeper, live_book
 from archsearch.search.resume import (
+    mark_budget_ended,
     require_fresh,
     resumed_settings,
     with_overrides,
     write_settings,
 )
+from archsearch.search.searcher import StudySearch
+from archsearch.search.searcher import make_sampler as make_sampler  # where tests find it
 from archsearch.search.worker import RetryPolicy, trainable
-from archsearch.space import SAMPLERS, SearchSpec
+from archsearch.space import SearchSpec
 from archsearch.tracking import SearchTracker, check_reachable, resolve_tracking_uri
 from archsearch.trial import load_data, measure_reference
 
 DEFAULT_STORAGE = "ray_results"
+
+#: how often (seconds, at most) Ray saves the experiment's state. Its default ("auto": 10 s
+#: or more) lets a trial that starts and ends between two saves be unknown to a resumed
+#: search, which then runs a replacement: MOASHA makes such short trials (stopped after one
+#: epoch). ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins.
+EXPERIMENT_SAVE_PERIOD = "2"
 
 
 @dataclass
@@ -61,6 +76,13 @@ class SearchOutcome:
     failed: int = 0
     #: trials run again after a lost node or worker (each still logged once)
     retried: int = 0
+    #: trials stopped early (at a MOASHA rung, or by the time budget): logged, off the front
+    stopped: int = 0
+    #: finished trials that violate a constraint (counted in ``finished`` too)
+    infeasible: int = 0
+    #: the time budget ended the search; ``not_started``: the trials it left unstarted
+    budget_ended: bool = False
+    not_started: int = 0
     interrupted: bool = False
     front: list[dict[str, Any]] = field(default_factory=list)
     logging_errors: list[str] = field(default_factory=list)
@@ -76,9 +98,13 @@ def run_search(
     tracking_uri: str | None = None,
     storage: str | None = None,
     resume: bool = False,
+    time_budget: float | None = None,
     on_progress: ProgressFn = print,
 ) -> SearchOutcome:
-    """Run (or resume) a search to its end, or until Ctrl-C; returns how it ended."""
+    """Run (or resume) a search to its end, until Ctrl-C, or until ``time_budget`` seconds
+    (default: the file's ``time_budget``; counted from here) are up; returns how it ended."""
+    budget = TimeBudget(time_budget if time_budget is not None else spec.time_budget)
+    budget.start()
     path = experiment_path(spec, storage)
     overrides = {"trials": trials, "concurrency": concurrency, "seed": seed}
     if resume:
@@ -100,7 +126,7 @@ def run_search(
         )
     with quiet_ray(), ray_session(spec, address):
         require_resources(spec)
-        return _run(spec, path, uri, resume, on_progress, data)
+        return _run(spec, path, uri, resume, on_progress, data, budget)
 
 
 def experiment_path(spec: SearchSpec, storage: str | None) -> Path:
@@ -116,6 +142,7 @@ def _run(
     resume: bool,
     on_progress: ProgressFn,
     data: DataSplits | None,
+    budget: TimeBudget,
 ) -> SearchOutcome:
     tracker = SearchTracker(
         spec.name,
@@ -123,28 +150,41 @@ def _run(
         objectives=spec.objectives,
         search_params=spec.describe(),
         resume=resume,
+        constraints=spec.constraints,
     )
     progress = SearchProgress(spec.trials, on_progress)
-    tracking = TrackingCallback(tracker, on_logged=progress.trial_logged, emit=on_progress)
+    book = RungBook()  # MOASHA's records, saved and restored with Ray's experiment state
+    tracking = TrackingCallback(
+        tracker,
+        on_logged=progress.trial_logged,
+        emit=on_progress,
+        stop_reason=_stop_reason(book, budget),
+    )
     retry = RetryPolicy(spec.retries, on_progress)
     outcome = SearchOutcome(spec.name, str(path), uri, tracker.parent_run_id, spec.trials)
-    on_progress(_banner(spec, path, uri, tracker.parent_run_id, resume))
+    on_progress(_banner(spec, path, uri, tracker.parent_run_id, resume, budget))
     write_settings(spec, path, uri)
     try:
         _measure_reference(spec, tracker, data, on_progress)
         # A second Ctrl-C raises out of fit: Ray skips its final save, and the last one holds.
-        callbacks = [retry, progress, tracking]  # retry first: it decides before they see it
-        with live_callbacks(callbacks), contextlib.suppress(KeyboardInterrupt):
+        # retry first: it decides before the others see a trial; the keeper last, always (Ray
+        # restores callback states by position)
+        callbacks = [retry, progress, tracking, RungBookKeeper(book, on_progress)]
+        with (
+            live_callbacks(callbacks),
+            live_budget(budget),
+            live_book(book),
+            _save_period(EXPERIMENT_SAVE_PERIOD),
+            contextlib.suppress(KeyboardInterrupt),
+        ):
             _tuner(spec, path, resume).fit()
     except BaseException:
         tracker.finish(status="FAILED", log_front_models=False)
         raise
     outcome.logging_errors, outcome.retried = list(tracking.errors), retry.retried
-    counts = tracker.summary(tracker.parent_run_id)  # no such child: the search's counts only
-    outcome.finished, outcome.failed = counts["finished"], counts["failed"]
-    # What the store holds decides: a resumed search whose trials had all ended before sees
-    # no step of its own (the callback catches them up), so Ray's progress would count none.
-    outcome.interrupted = max(progress.ended(), outcome.finished + outcome.failed) < spec.trials
+    _count(outcome, tracker, progress.ended(), budget)
+    if outcome.budget_ended:
+        mark_budget_ended(path)
     if outcome.interrupted:
         tracker.finish(status="KILLED", log_front_models=False)  # --resume sets it RUNNING
     else:
@@ -153,6 +193,48 @@ def _run(
     if not tracker.outage.gave_up:  # the dashboard, too, waits out a server that is away
         tracker.when_answering(_log_dashboard, tracker, spec.name)
     return outcome
+
+
+@contextlib.contextmanager
+def _save_period(seconds: str) -> Iterator[None]:
+    """Ray's experiment save period for one ``fit`` (read when its loop starts), unless the
+    user set one."""
+    if "TUNE_GLOBAL_CHECKPOINT_S" in os.environ:
+        yield
+        return
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = seconds
+    try:
+        yield
+    finally:
+        os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+
+
+def _count(
+    outcome: SearchOutcome, tracker: SearchTracker, ended_in_ray: int, budget: TimeBudget
+) -> None:
+    """How the trials ended, from the store: a resumed search whose trials had all ended
+    before sees no step of its own (the callback catches them up), so Ray's count would be
+    short. Short of the requested trials: interrupted, unless the time budget ended it."""
+    counts = tracker.summary(tracker.parent_run_id)  # no such child: the search's counts only
+    outcome.finished, outcome.failed = counts["finished"], counts["failed"]
+    outcome.stopped, outcome.infeasible = counts["stopped"], counts["infeasible"]
+    logged = outcome.finished + outcome.failed + outcome.stopped
+    outcome.budget_ended = budget.ended
+    if budget.ended:
+        outcome.not_started = max(0, outcome.trials - logged)
+    outcome.interrupted = not budget.ended and max(ended_in_ray, logged) < outcome.trials
+
+
+def _stop_reason(book: RungBook, budget: TimeBudget) -> Callable[[str], str | None]:
+    """Who stopped a trial Tune ended before its result: a MOASHA rung (the scheduler's book
+    says so), else the time budget once it is spent, else nobody (it was cut off)."""
+
+    def reason(trial_id: str) -> str | None:
+        if trial_id in book.stopped:
+            return "rung"
+        return "time budget" if budget.ended else None
+
+    return reason
 
 
 def _measure_reference(
@@ -177,15 +259,32 @@ def _log_dashboard(tracker: SearchTracker, name: str) -> None:
     log_dashboard(tracker.client, tracker.parent_run_id, render(payload))
 
 
-def _banner(spec: SearchSpec, path: Path, uri: str, parent: str, resume: bool) -> str:
+def _banner(
+    spec: SearchSpec, path: Path, uri: str, parent: str, resume: bool, budget: TimeBudget
+) -> str:
     verb = "resuming" if resume else "starting"
     return (
         f"{verb} search {spec.name!r}: {spec.trials} trials, {spec.concurrency} at a time, "
         f"sampler {spec.sampler} (seed {spec.seed}), {spec.cpu:g} CPU / {spec.gpu:g} GPU per "
         f"trial, up to {spec.retries} retries of a trial cut off by a lost node\n  Ray state: "
         f"{path}\n  MLflow: {uri}, experiment {spec.name!r}, parent run {parent}"
+        + "".join(f"\n  {line}" for line in _policy_lines(spec, budget))
         + "".join(f"\n  pre-flight: {line}" for line in spec.preflight)
     )
+
+
+def _policy_lines(spec: SearchSpec, budget: TimeBudget) -> list[str]:
+    """The scheduler, time budget and constraints, when the space sets them."""
+    lines = []
+    if spec.scheduler.name == "moasha":
+        s = spec.scheduler
+        rungs = ", ".join(map(str, MoashaScheduler.from_spec(spec).rungs))
+        lines.append(f"scheduler: moasha (eta {s.eta}), rungs at gated epochs {rungs}")
+    if budget.seconds is not None:
+        lines.append(f"time budget: {format_duration(budget.seconds)} from the start")
+    if spec.constraints:
+        lines.append("constraints: " + ", ".join(c.describe() for c in spec.constraints))
+    return lines
 
 
 def _tuner(spec: SearchSpec, path: Path, resume: bool) -> tune.Tuner:
@@ -200,7 +299,8 @@ def _tuner(spec: SearchSpec, path: Path, resume: bool) -> tune.Tuner:
     return tune.Tuner(
         trainable(spec),
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(spec),
+            search_alg=StudySearch(spec),
+            scheduler=_scheduler(spec),
             num_samples=spec.trials,
             max_concurrent_trials=spec.concurrency,
             reuse_actors=True,  # a reused worker keeps its imports and its loaded data
@@ -211,6 +311,7 @@ def _tuner(spec: SearchSpec, path: Path, resume: bool) -> tune.Tuner:
             storage_path=str(path.parent),
             verbose=0,
             callbacks=[LiveCallbacks()],
+            stop=BudgetStopper(),  # asks the time budget of the running driver
             # a lost node or worker: run the trial again (its own errors are not retried)
             failure_config=tune.FailureConfig(max_failures=spec.retries, fail_fast=False),
         ),
@@ -222,16 +323,8 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a space file names (``sampler.name``), seeded."""
-    return getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
-
-
-def _searcher(spec: SearchSpec) -> OptunaSearch:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return OptunaSearch(
-        spec.sample,  # define-by-run: a gate's options are drawn only in its own trials
-        metric=list(spec.objectives),
-        mode=list(spec.objectives.values()),
-        sampler=make_sampler(spec.sampler, spec.seed),
-    )
+def _scheduler(spec: SearchSpec) -> FIFOScheduler:
+    """The space file's ``scheduler``: every trial to its end, or MOASHA's rungs."""
+    if spec.scheduler.name == "moasha":
+        return MoashaScheduler.from_spec(spec)
+    return FIFOScheduler()

@@ -1,9 +1,10 @@
 """The trial as Ray runs it, on a worker anywhere in the cluster.
 
 ``run_trial`` knows nothing of Ray; this wraps it for Tune: the sampled point becomes a
-``TrialConfig``, the trial runs in a temporary folder and reports once, at its end, with
-that folder as its checkpoint (multi-objective Optuna cannot prune on intermediate values,
-and one report keeps the contract with the tracker simple). The driver logs the report.
+``TrialConfig`` and the trial runs in a temporary folder. After each gated epoch it reports
+an epoch report (no checkpoint; what a MOASHA rung ranks, see ``reports``); at its end it
+reports its result with that folder as its checkpoint. The driver logs only the last one.
+A trial a scheduler stops leaves at its next report (Tune raises SystemExit there).
 
 Retries: Tune retries a trial on any failure (``FailureConfig(max_failures=retries)``), but
 only a lost node or worker process should run a trial again; an exception of the trial's own
@@ -30,6 +31,7 @@ from archsearch.config import TrialConfig
 from archsearch.data import DataSplits
 from archsearch.errors import first_line, short_error
 from archsearch.search.callbacks import ProgressFn, trial_error_text
+from archsearch.search.reports import epoch_report
 from archsearch.space import SearchSpec
 from archsearch.trial import load_data, run_trial
 
@@ -63,13 +65,19 @@ def run_one_trial(spec: SearchSpec, config: dict[str, Any]) -> None:
 
 
 def _run_and_report(spec: SearchSpec, config: dict[str, Any]) -> None:
-    """Run the trial, then report once with its files."""
+    """Run the trial, reporting after each gated epoch, then report its result with its files."""
     started = time.perf_counter()
     torch.set_num_threads(max(1, int(spec.cpu)))
     trial_config = spec.trial_config(config)
     data = cached_data(trial_config)
+
+    def report_epoch(record: dict[str, Any]) -> None:
+        report = epoch_report(record, spec.objectives)
+        if report is not None:
+            tune.report(report)  # no checkpoint: an epoch report is never a result
+
     with tempfile.TemporaryDirectory(prefix="archsearch-trial-") as out:
-        result = run_trial(trial_config, out_dir=Path(out), data=data)
+        result = run_trial(trial_config, out_dir=Path(out), data=data, on_epoch=report_epoch)
         metrics = {
             **result.metrics,
             # the whole trial inside the worker: what the orchestration overhead is measured against

@@ -2,7 +2,8 @@
 
 ``spec`` holds the types (``Param``, ``SearchSpec``) and the sampler names; ``schema`` reads a
 file into a spec with one-line ``<file>: <key>: <what was expected>`` errors (``check`` is its
-checker, ``params`` its ``space`` section); ``preflight`` builds the model once to check it.
+checker, ``params`` its ``space`` section, ``policy`` its ``scheduler``, ``time_budget`` and
+``constraints``); ``preflight`` builds the model once to check it.
 Imports neither Ray, MLflow nor Optuna.
 """
 

@@ -23,6 +23,7 @@ from archsearch.errors import ConfigError, first_line
 from archsearch.pareto import OBJECTIVES
 from archsearch.space.check import Check
 from archsearch.space.params import read_params
+from archsearch.space.policy import read_constraints, read_scheduler, read_time_budget
 from archsearch.space.preflight import check_model
 from archsearch.space.spec import SAMPLERS, SearchSpec
 
@@ -50,6 +51,9 @@ _TOP_LEVEL: dict[str, Any] = {
     "resources": dict,
     "train": dict,
     "space": dict,
+    "scheduler": dict,
+    "time_budget": str | float,
+    "constraints": dict,
 }
 _REQUIRED = ("name", "model", "data", "space")
 _MODEL_KEYS = {"name": str, "options": dict}
@@ -139,6 +143,9 @@ def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
         cpu=float(resources.get("cpu", 1.0)),
         gpu=float(resources.get("gpu", 0.0)),
         retries=raw.get("retries", 2),
+        scheduler=read_scheduler(raw.get("scheduler", {}), base, check),
+        time_budget=read_time_budget(raw.get("time_budget"), check),
+        constraints=read_constraints(raw.get("constraints", {}), check),
     )
     _check_run_shape(spec, check)
     # last: building a model is the slow check; what it finds is the pre-flight report

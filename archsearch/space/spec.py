@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archsearch.config import TrialConfig
+from archsearch.constraints import Constraint, describe_constraints
 from archsearch.errors import ConfigError
 from archsearch.gates import list_gates
 from archsearch.pareto import OBJECTIVES
+from archsearch.rungs import BIN_DECADES
 
 
 class SpaceError(ConfigError):
@@ -29,6 +31,33 @@ SAMPLERS: dict[str, str] = {
     "nsga2": "NSGAIISampler",
     "random": "RandomSampler",
 }
+
+#: a space file's ``scheduler.name``: every trial to its end, or MOASHA's rungs
+SCHEDULERS = ("fifo", "moasha")
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """The space file's ``scheduler``: ``fifo`` runs every trial to its end; ``moasha`` stops
+    trials at rungs of ``grace_epochs * eta**k`` gated epochs (``archsearch.rungs``)."""
+
+    name: str = "fifo"
+    grace_epochs: int = 1
+    eta: int = 3
+    #: the width of a cost bin at a rung, in decades of the hard-mask cost ratio
+    bin_decades: float = BIN_DECADES
+
+    def describe(self) -> dict[str, Any]:
+        """Nothing for the default, so searches started before there was a choice resume."""
+        if self.name == "fifo":
+            return {}
+        return {
+            "scheduler": self.name,
+            "scheduler.grace_epochs": self.grace_epochs,
+            "scheduler.eta": self.eta,
+            "scheduler.bin_decades": self.bin_decades,
+        }
+
 
 #: space parameters that set one TrialConfig field (``<gate>.<option>`` set gate options)
 SPACE_FIELDS: dict[str, str] = {
@@ -111,6 +140,11 @@ class SearchSpec:
     #: the pre-flight report (groups, dense FLOPs, layers left out), one line each; not part of
     #: ``describe``, so it never changes what a resumed search must match
     preflight: tuple[str, ...] = ()
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    #: seconds this run of the search may take (``time_budget``, ``--time-budget``); None: no limit
+    time_budget: float | None = None
+    #: bounds a trial's result must meet to be on the front, also told to the sampler
+    constraints: tuple[Constraint, ...] = ()
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Define-by-run space for Optuna: conditions are read from values already drawn."""
@@ -148,4 +182,7 @@ class SearchSpec:
             "retries": self.retries,
             **{f"fixed.{k}": v for k, v in fixed.items()},
             **{f"space.{p.name}": p.describe() for p in self.params},
+            **self.scheduler.describe(),
+            **({"time_budget": self.time_budget} if self.time_budget is not None else {}),
+            **describe_constraints(self.constraints),
         }

@@ -8,7 +8,8 @@
   (``archsearch export RUN_ID``);
 - ``ui_links``: the MLflow UI's own URLs (a run, the runs table filtered, an artifact);
 - ``tracker``: ``SearchTracker``, which writes a search's runs as its trials end (no Ray: the
-  search's callback calls it), with ``child_run`` building what one trial's run holds;
+  search's callback calls it), with ``child_run`` building what one trial's run holds and
+  ``endings`` how it ended (finished, infeasible, stopped early, failed);
 - ``model_log``: a front run's subnetwork as an MLflow PyTorch-flavour model;
 - ``outage``: writes that wait while a tracking server is away; ``retry``: a SQLite file
   other searches keep busy; ``driver``: one live search per name.

@@ -7,10 +7,13 @@ store; both go through ``trial_row`` so the two cannot disagree on a column.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterable
 from typing import Any
 
 from mlflow.entities import Run
 
+from archsearch.tracking.endings import FINISHED, ending_of_run
 from archsearch.tracking.store import (
     PARETO_TAG,
     REFERENCE_TAG,
@@ -110,9 +113,16 @@ def rows_of_search(search: StoredSearch) -> list[dict[str, Any]]:
 
 
 def front_candidate(run: Run) -> bool:
-    """Whether a child run competes for a front at all: a finished trial. The one place that
-    says so for the fronts computed on read (per granularity, the dashboard's)."""
-    return run.info.status == "FINISHED"
+    """Whether a child run competes for a front at all: a trial that ran to its end and meets
+    the search's constraints (not stopped early, not tagged infeasible; ``endings``). The one
+    place that says so for the fronts computed on read (per granularity, the dashboard's)."""
+    return ending_of_run(run) == FINISHED
+
+
+def row_values(row: dict[str, Any], keys: Iterable[str]) -> list[float]:
+    """A row's metrics named by ``keys``, NaN where missing (never on the front)."""
+    values = [float_or_none(row["metrics"].get(key)) for key in keys]
+    return [math.nan if value is None else value for value in values]
 
 
 def reference_from_run(parent: Run) -> dict[str, Any] | None:

@@ -14,18 +14,25 @@ while this one runs is refused, and a parent run left RUNNING by a killed driver
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Param
 
+from archsearch.constraints import Constraint
 from archsearch.errors import first_line
-from archsearch.pareto import OBJECTIVES, front_csv, hypervolume_2d, non_dominated
+from archsearch.pareto import (
+    OBJECTIVES,
+    front_csv,
+    hypervolume_2d,
+    hypervolume_axes,
+    non_dominated,
+)
 from archsearch.tracking.child_run import (
     TrialFiles,
     child_params,
@@ -42,14 +49,24 @@ from archsearch.tracking.driver import (
     running_parents,
     this_driver,
 )
+from archsearch.tracking.endings import (
+    FAILED,
+    FINISHED,
+    INFEASIBLE,
+    INFEASIBLE_TAG,
+    STOPPED,
+    ending_of_run,
+    stopped_summary,
+    trial_ending,
+)
 from archsearch.tracking.model_log import log_pytorch_model
 from archsearch.tracking.outage import Outage
 from archsearch.tracking.rows import (
     REFERENCE_KEYS,
-    float_or_none,
     public_row,
     reference_from_run,
     row_from_run,
+    row_values,
     trial_row,
 )
 from archsearch.tracking.store import (
@@ -81,19 +98,23 @@ class SearchTracker:
         objectives: dict[str, str] | None = None,
         search_params: dict[str, Any] | None = None,
         resume: bool = False,
+        constraints: Sequence[Constraint] = (),
     ) -> None:
         self.experiment = experiment
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.objectives = dict(objectives or OBJECTIVES)
+        #: a finished trial that violates one is logged infeasible, never on the front
+        self.constraints = tuple(constraints)
         check_reachable(self.tracking_uri)
         self.outage = Outage(self.tracking_uri)
         self._lock = threading.Lock()
-        self._rows: dict[str, dict[str, Any]] = {}  # finished child runs
+        self._rows: dict[str, dict[str, Any]] = {}  # finished feasible child runs
         self._front: set[str] = set()
         self._unranked: set[str] = set()  # finished runs the front has not been ranked with
         self._logged: set[str] = set()
         self._stale: dict[str, str] = {}  # trial id → child run left RUNNING by a crash
-        self._failed = 0
+        self._ends: dict[str, str] = {}  # run id → how its trial ended (``endings``)
+        self._details: dict[str, dict[str, Any]] = {}  # stopped, infeasible: for summaries
         self._summary_due = False  # a trial logged, its front and parent summary not yet
         self._trial_ids: dict[str, str] = {}  # run id → trial id, for summaries
         with store_errors(self.tracking_uri):
@@ -148,21 +169,19 @@ class SearchTracker:
     def _load_children(self) -> None:
         """What a resumed search already logged: trial ids, finished rows, front membership."""
         for run in child_runs(self.client, self.experiment_id, self.parent_run_id):
-            trial_id = run.data.tags.get(TRIAL_TAG)
-            status = run.info.status
+            trial_id, ending = run.data.tags.get(TRIAL_TAG), ending_of_run(run)
             if trial_id is None:
                 continue
-            if status == "RUNNING":
+            if ending is None:  # left RUNNING
                 self._stale[trial_id] = run.info.run_id
                 continue
             self._logged.add(trial_id)
-            if status == "FINISHED":
+            self._ends[run.info.run_id] = ending
+            if ending == FINISHED:
                 self._rows[run.info.run_id] = row_from_run(run)
                 self._unranked.add(run.info.run_id)
                 if run.data.tags.get(PARETO_TAG) == "true":
                     self._front.add(run.info.run_id)
-            else:
-                self._failed += 1
 
     # -- the dense reference -----------------------------------------------------------------
 
@@ -192,10 +211,13 @@ class SearchTracker:
         metrics: dict[str, Any] | None = None,
         trial_dir: Path | None = None,
         error: str | None = None,
+        stopped: tuple[int, str] | None = None,
     ) -> str | None:
         """One child run for one trial; None (and nothing logged) when the trial id is already
         in this search. ``trial_dir`` holds the trial's metrics.json, subnetwork.json,
-        weights.safetensors and history.json; ``error`` makes the run FAILED."""
+        weights.safetensors and history.json; ``error`` makes the run FAILED; ``stopped``
+        (gated epoch, by what) makes it a trial stopped early, ``metrics`` its last epoch
+        report (``endings``). A finished trial violating a constraint is logged infeasible."""
         with self._lock:
             if trial_id in self._logged:
                 return None
@@ -206,6 +228,10 @@ class SearchTracker:
                 self.client.delete_run(self._stale[trial_id])
                 del self._stale[trial_id]
             tags = child_tags(self.parent_run_id, trial_id, params, metrics, files, error)
+            ending, more_tags, metrics = trial_ending(
+                metrics, error=error, stopped=stopped, constraints=self.constraints
+            )
+            tags.update(more_tags)
             run_id = write_child_run(
                 self.client,
                 self.experiment_id,
@@ -214,19 +240,34 @@ class SearchTracker:
                 error,
                 on_created=lambda created: self._stale.__setitem__(trial_id, created),
             )
+            if ending == STOPPED:  # written FINISHED (no error); its tag said stopped all along
+                self.client.set_terminated(run_id, "KILLED")
             del self._stale[trial_id]
             self._logged.add(trial_id)
             self._trial_ids[run_id] = trial_id
-            if error is None:
-                self._rows[run_id] = trial_row(run_id, trial_id, params, numeric(metrics), tags)
-                self._unranked.add(run_id)
-            else:
-                self._failed += 1
+            self._ends[run_id] = ending
+            self._remember(run_id, trial_id, ending, (params, numeric(metrics), tags))
             self._summary_due = True
             self._update_front()
-            self._log_parent_summary(hypervolume=error is None)
+            self._log_parent_summary(hypervolume=ending == FINISHED)
             self._summary_due = False
             return run_id
+
+    def _remember(
+        self, run_id: str, trial_id: str, ending: str, content: tuple[dict, dict, dict]
+    ) -> None:
+        """A finished trial's row joins the front's candidates; what the progress line says of
+        a stopped or infeasible one is kept aside."""
+        params, metrics, tags = content
+        if ending in (FINISHED, INFEASIBLE):
+            row = trial_row(run_id, trial_id, params, metrics, tags)
+            if ending == FINISHED:
+                self._rows[run_id] = row
+                self._unranked.add(run_id)
+            else:
+                self._details[run_id] = {**row, "violations": tags[INFEASIBLE_TAG]}
+        elif ending == STOPPED:
+            self._details[run_id] = stopped_summary(metrics, tags)
 
     def is_logged(self, trial_id: str) -> bool:
         """Whether this search's store holds the trial (a resumed search's check for ended
@@ -237,18 +278,20 @@ class SearchTracker:
     def summary(self, run_id: str) -> dict[str, Any]:
         """What a progress line needs about a just-logged trial and the search so far."""
         with self._lock:
-            row = self._rows.get(run_id, {})
+            row = self._rows.get(run_id) or self._details.get(run_id, {})
+            counts = Counter(self._ends.values())
             return {
+                **row,
                 "run_id": run_id,
                 "trial_id": self._trial_ids.get(run_id, row.get("trial_id")),
-                "status": "FINISHED" if row else "FAILED",
-                "val_accuracy": row.get("val_accuracy"),
-                "flops": row.get("flops"),
-                "flops_ratio": row.get("flops_ratio"),
+                "status": self._ends.get(run_id, FAILED).upper(),
                 "on_front": run_id in self._front,
                 "front_size": len(self._front),
-                "finished": len(self._rows),
-                "failed": self._failed,
+                # ran to their end, feasible or not
+                "finished": counts[FINISHED] + counts[INFEASIBLE],
+                "infeasible": counts[INFEASIBLE],
+                "failed": counts[FAILED],
+                "stopped": counts[STOPPED],
                 "hypervolume": self.hypervolume(),
             }
 
@@ -260,7 +303,7 @@ class SearchTracker:
         keeps the cost per trial flat however many trials came before. Retags only runs whose
         membership changed."""
         run_ids = [*self._front, *self._unranked]
-        points = [_values(self._rows[r], self.objectives) for r in run_ids]
+        points = [row_values(self._rows[r], self.objectives) for r in run_ids]
         flags = non_dominated(points, list(self.objectives.values()))
         front = {r for r, on in zip(run_ids, flags, strict=True) if on}
         for run_id in front ^ self._front:
@@ -272,12 +315,12 @@ class SearchTracker:
         """Hypervolume of the finished trials over (val_accuracy, flops_ratio) with reference
         (0, 1): both axes are fractions, so searches on different models compare. None when
         the objectives have no such 2-D normalised form."""
-        axes = _hypervolume_axes(self.objectives)
+        axes = hypervolume_axes(self.objectives)
         if axes is None:
             return None
         keys, directions, reference = axes
         # only the front dominates area; its flops and flops_ratio fronts are the same runs
-        points = [_values(self._rows[run_id], keys) for run_id in self._front]
+        points = [row_values(self._rows[run_id], keys) for run_id in self._front]
         return hypervolume_2d(points, directions, reference)
 
     def front(self) -> list[dict[str, Any]]:
@@ -345,24 +388,3 @@ class SearchTracker:
             )
             return
         self.client.set_tag(run_id, MODEL_TAG, model_uri)
-
-
-def _values(row: dict[str, Any], keys: Iterable[str]) -> list[float]:
-    """A row's metrics named by ``keys``, NaN where missing (never on the front)."""
-    values = [float_or_none(row["metrics"].get(key)) for key in keys]
-    return [math.nan if value is None else value for value in values]
-
-
-def _hypervolume_axes(
-    objectives: dict[str, str],
-) -> tuple[list[str], list[str], list[float]] | None:
-    """Normalised axes: a maximised metric as is (accuracy in [0, 1], reference 0), a
-    minimised one as its ``_ratio`` to the dense network (reference 1)."""
-    if len(objectives) != 2:
-        return None
-    keys, directions, reference = [], [], []
-    for name, direction in objectives.items():
-        keys.append(name if direction == "max" else f"{name.removesuffix('_ratio')}_ratio")
-        directions.append(direction)
-        reference.append(0.0 if direction == "max" else 1.0)
-    return keys, directions, reference

@@ -1,0 +1,111 @@
+"""Successive halving's rungs, and the rule that says which trial goes on at a rung (MOASHA).
+
+Pure maths on numbers. The scheduler (``archsearch/search/moasha.py``) records a trial's
+(validation accuracy, hard-mask cost ratio) when the trial reaches a rung and asks
+``continues``: the trial goes on only if it is among the first ``ceil(n / eta)`` of the ``n``
+results recorded at that rung, itself included (rounded up, so the first trial to reach a
+rung always goes on, as in asynchronous successive halving).
+
+The order, and why it is not plain non-dominated sorting
+--------------------------------------------------------
+At a rung a trial's cost is still falling: the penalty keeps pulling after it. Ranked plainly
+on (accuracy, cost now), trials that will end cheap but are still expensive lose to trials
+that are already cheap, and the final front loses most of its members (issue 9 measured 5-6
+of 11-12 kept). So the rung compares like with like, an epsilon-net in log cost:
+
+1. each result falls in a bin of ``bin_decades`` decades of its cost ratio (0.5:
+   (0.316, 1], (0.1, 0.316], ...), a cost of 0 in the lowest bin (``COST_FLOOR``);
+2. within a bin, results are ordered by accuracy alone (cost differences within a bin are
+   what the rung cannot judge yet): higher accuracy first, then lower cost, then the result
+   recorded first;
+3. round r takes the r-th result of every bin, so every bin's best comes before any bin's
+   runner-up: each cost level keeps its best trial before any level keeps two;
+4. within a round: non-dominated sorting of that round's results (accuracy max, cost min),
+   and inside one non-dominated rank the tie-break is higher accuracy, then lower cost, then
+   the result recorded first. Accuracy breaks ties first because at a rung it is the
+   steadier of the two signals.
+
+A result with a NaN or infinite value comes after every finite one, in recorded order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+from archsearch.pareto import nondominated_ranks
+
+#: costs below this (a network whose gates all closed) share the lowest bin
+COST_FLOOR = 1e-6
+
+#: the default width of a cost bin, in decades of the cost ratio
+BIN_DECADES = 0.5
+
+#: (validation accuracy, cost ratio) of one trial at one rung
+RungResult = tuple[float, float]
+
+
+def rung_epochs(grace: int, eta: int, epochs: int) -> tuple[int, ...]:
+    """The gated epochs at which trials are compared: ``grace * eta**k`` below ``epochs`` (a
+    trial that has trained all its epochs is finished, not at a rung)."""
+    if grace < 1 or eta < 2:
+        raise ValueError(f"grace must be >= 1 and eta >= 2, got grace={grace}, eta={eta}")
+    rungs, epoch = [], grace
+    while epoch < epochs:
+        rungs.append(epoch)
+        epoch *= eta
+    return tuple(rungs)
+
+
+def keep_count(recorded: int, eta: int) -> int:
+    """How many of the results recorded at a rung go on: the top 1/eta, rounded up."""
+    return math.ceil(recorded / eta)
+
+
+def cost_bin(cost: float, bin_decades: float = BIN_DECADES) -> int:
+    """The log-cost bin of a cost ratio: 0 for (10**-bin_decades, 1], 1 for the next, ..."""
+    return math.floor(-math.log10(max(cost, COST_FLOOR)) / bin_decades + 1e-9)
+
+
+def rung_order(results: Mapping[str, RungResult], bin_decades: float = BIN_DECADES) -> list[str]:
+    """The trial ids of one rung's results, best first, by the rule in the module docstring.
+    ``results`` in recorded order (a dict keeps insertion order)."""
+    arrival = {trial_id: index for index, trial_id in enumerate(results)}
+    finite = [t for t, (acc, cost) in results.items() if math.isfinite(acc + cost)]
+    rest = [t for t, (acc, cost) in results.items() if not math.isfinite(acc + cost)]
+
+    def within_bin(trial_id: str) -> tuple[float, float, int]:
+        accuracy, cost = results[trial_id]
+        return (-accuracy, cost, arrival[trial_id])
+
+    bins: dict[int, list[str]] = {}
+    for trial_id in sorted(finite, key=within_bin):
+        bins.setdefault(cost_bin(results[trial_id][1], bin_decades), []).append(trial_id)
+    order: list[str] = []
+    for round_index in range(max((len(b) for b in bins.values()), default=0)):
+        picks = [b[round_index] for b in bins.values() if len(b) > round_index]
+        order += _by_rank(picks, results, within_bin)
+    return order + rest
+
+
+def _by_rank(
+    picks: Sequence[str], results: Mapping[str, RungResult], tie_break: Callable[[str], tuple]
+) -> list[str]:
+    """One round's picks by non-dominated rank, ties within a rank by ``tie_break``."""
+    ranks = nondominated_ranks([results[t] for t in picks], ("max", "min"))
+    rank_of = dict(zip(picks, ranks, strict=True))
+    return sorted(picks, key=lambda t: (rank_of[t], tie_break(t)))
+
+
+def continues(
+    results: Mapping[str, RungResult],
+    trial_id: str,
+    eta: int,
+    bin_decades: float = BIN_DECADES,
+) -> bool:
+    """Whether ``trial_id``, whose result is among ``results`` (everything recorded at its
+    rung, itself included), ranks in the top ``ceil(n / eta)`` and goes on."""
+    if trial_id not in results:
+        raise KeyError(f"trial {trial_id} has no result recorded at this rung")
+    kept = rung_order(results, bin_decades)[: keep_count(len(results), eta)]
+    return trial_id in kept

@@ -1,0 +1,93 @@
+"""Ray's OptunaSearch, told the truth about trials that did not run to their end.
+
+Two things Ray's ``OptunaSearch.on_trial_complete`` cannot know, and what it would do:
+
+- **A trial a scheduler stopped.** Tune calls ``on_trial_complete`` with the stopped trial's
+  last report, an epoch report. OptunaSearch (Ray 2.x, multi-objective) builds
+  ``[result.get(m) for m in metric]`` from it, a list that is never None, so its PRUNED
+  branch is unreachable: it tells the study COMPLETE with the rung's values. An epoch report's
+  FLOPs are NaN, so Optuna refuses them (Ray logs "The value nan is not acceptable") and the
+  trial stays RUNNING in the study for good; were they numbers, a rung's partial result would
+  count as a full-fidelity one. Neither is true. Here such a trial is handed on with no result,
+  which OptunaSearch tells as ``TrialState.PRUNED``: Optuna's own state for a trial stopped
+  early. Samplers do not take a pruned trial for a full-fidelity point: NSGA-II leaves
+  it out of its population, TPE (multi-objective) counts it after every completed trial, on
+  the bad side; random ignores it.
+- **Constraints.** A finished trial's constraint values (``archsearch.constraints``) are set
+  on its Optuna trial with ``Trial.set_constraint`` before the study is told, so TPE and
+  NSGA-II (which read ``FrozenTrial.constraints``) steer away from infeasible regions. The
+  Optuna trial is reached through public API only: the define-by-run space function receives
+  it (through Ray's suggest captor, which passes every other attribute through), and keeps its
+  ``set_constraint`` until the trial's result arrives. (``constraints_func``, the older way,
+  is deprecated since Optuna 5.0.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from archsearch.constraints import constraint_values
+from archsearch.search.reports import is_final
+from archsearch.space import SAMPLERS, SearchSpec
+
+#: sets one constraint value on an Optuna trial (its bound ``set_constraint``)
+SetConstraint = Callable[[str, float], None]
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a space file names (``sampler.name``), seeded."""
+    return getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
+
+
+class _DefineByRun:
+    """The space Optuna samples (``SearchSpec.sample``); it also hands over the Optuna trial
+    it samples for. A plain object, not a closure: OptunaSearch pickles it on every save."""
+
+    def __init__(self, spec: SearchSpec) -> None:
+        self.spec = spec
+        self.last: tuple[SetConstraint, optuna.Study] | None = None
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        self.last = (trial.set_constraint, trial.study)
+        return self.spec.sample(trial)
+
+
+class StudySearch(OptunaSearch):
+    """OptunaSearch over a ``SearchSpec``: stopped trials told PRUNED, constraints set."""
+
+    def __init__(self, spec: SearchSpec) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._define = _DefineByRun(spec)
+        self._objectives = list(spec.objectives)
+        self._constraints = spec.constraints
+        self._set_constraint: dict[str, SetConstraint] = {}
+        #: the Optuna study, once the first trial is sampled (for tests and inspection)
+        self.study: optuna.Study | None = None
+        super().__init__(
+            self._define,  # define-by-run: a gate's options are drawn only in its own trials
+            metric=self._objectives,
+            mode=list(spec.objectives.values()),
+            sampler=make_sampler(spec.sampler, spec.seed),
+        )
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        config = super().suggest(trial_id)
+        if self._define.last is not None:
+            self._set_constraint[trial_id], self.study = self._define.last
+            self._define.last = None
+        return config
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if not error and result is not None and not is_final(result, self._objectives):
+            result = None  # stopped early: OptunaSearch tells the study PRUNED
+        setter = self._set_constraint.pop(trial_id, None)
+        if result is not None and self._constraints and setter is not None:
+            for key, value in constraint_values(result, self._constraints).items():
+                setter(key, value)
+        super().on_trial_complete(trial_id, result=result, error=error)

@@ -1,0 +1,254 @@
+"""MOASHA: the rung rule on hand-made results, the scheduler's decisions and its state across a
+restart, what Optuna is told of a stopped trial, and a real search killed and resumed.
+
+The rule (``archsearch.rungs``): at a rung, keep the top ceil(n / eta) of the n results there,
+ordered by an epsilon-net in log cost (every cost bin's best before any runner-up), then
+non-dominated rank, then accuracy, cost and arrival.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import optuna
+import pytest
+from conftest import kill_group, space_error, start_cli, tiny_space, wait_for_log, write_space
+
+from archsearch.pareto import non_dominated, nondominated_ranks
+from archsearch.rungs import continues, cost_bin, keep_count, rung_epochs, rung_order
+from archsearch.search.moasha import MoashaScheduler, RungBook, RungBookKeeper, live_book
+from archsearch.search.reports import EPOCH_KEY
+from archsearch.search.searcher import StudySearch
+from archsearch.space import load_spec
+
+# -- the rule ------------------------------------------------------------------------------
+
+
+def test_rungs_sit_at_grace_times_powers_of_eta_below_the_last_epoch() -> None:
+    assert rung_epochs(1, 3, 10) == (1, 3, 9)
+    assert rung_epochs(1, 3, 9) == (1, 3)  # a trial at its last epoch is done, not at a rung
+    assert rung_epochs(2, 2, 20) == (2, 4, 8, 16)
+    assert rung_epochs(4, 3, 4) == ()
+    assert [keep_count(n, 3) for n in (1, 2, 3, 4, 6, 7)] == [1, 1, 1, 2, 2, 3]
+
+
+def test_a_single_result_goes_on() -> None:
+    assert continues({"a": (0.1, 1.0)}, "a", eta=3)
+
+
+def test_identical_results_keep_the_one_recorded_first() -> None:
+    results = {"a": (0.8, 0.3), "b": (0.8, 0.3), "c": (0.8, 0.3)}
+    assert rung_order(results) == ["a", "b", "c"]
+    assert [continues(results, t, eta=3) for t in results] == [True, False, False]
+
+
+def test_equal_accuracy_the_cheaper_goes_first_in_any_bin() -> None:
+    apart = {"dear": (0.8, 0.9), "cheap": (0.8, 0.05)}  # two bins: cheap dominates
+    same_bin = {"dear": (0.8, 0.9), "cheap": (0.8, 0.5)}
+    assert cost_bin(0.9) == cost_bin(0.5) != cost_bin(0.05)
+    assert rung_order(apart) == rung_order(same_bin) == ["cheap", "dear"]
+    assert not continues(apart, "dear", eta=2) and continues(apart, "cheap", eta=2)
+
+
+def test_equal_cost_the_more_accurate_goes_first() -> None:
+    assert rung_order({"low": (0.7, 0.2), "high": (0.9, 0.2)}) == ["high", "low"]
+
+
+def test_each_cost_bin_keeps_its_best_before_any_runner_up() -> None:
+    """The reason for the rule: ranked plainly, two expensive trials beat the only cheap one
+    (all three are non-dominated, accuracy breaks the tie); by bins, the cheap one's bin keeps
+    it, since its cost may still fall and the expensive ones' too."""
+    results = {"dear1": (0.90, 0.8), "dear2": (0.89, 0.7), "cheap": (0.60, 0.05)}
+    # plainly, all three are non-dominated and accuracy would keep dear1 and dear2 at eta 2
+    assert nondominated_ranks(list(results.values()), ("max", "min")) == [0, 0, 0]
+    assert rung_order(results) == ["dear1", "cheap", "dear2"]
+    assert [continues(results, t, eta=2) for t in results] == [True, False, True]
+
+
+def test_within_a_round_a_dominated_bin_best_comes_after() -> None:
+    # the cheap bin's best is better *and* cheaper than the dear bin's best
+    results = {"dear": (0.70, 0.9), "cheap": (0.85, 0.05), "cheap2": (0.80, 0.04)}
+    assert rung_order(results) == ["cheap", "dear", "cheap2"]
+
+
+def test_a_diverged_result_ranks_last() -> None:
+    results = {"nan": (math.nan, 0.5), "poor": (0.05, 1.0)}
+    assert rung_order(results) == ["poor", "nan"]
+    assert not continues(results, "nan", eta=2)
+
+
+def test_nondominated_ranks_peel_fronts() -> None:
+    points = [[0.9, 10], [0.8, 5], [0.7, 20], [math.nan, 1]]
+    assert nondominated_ranks(points, ("max", "min")) == [0, 0, 1, 4]
+    assert [r == 0 for r in nondominated_ranks(points, ("max", "min"))] == non_dominated(
+        points, ("max", "min")
+    )
+
+
+# -- the scheduler -------------------------------------------------------------------------
+
+
+def _report(scheduler: MoashaScheduler, trial_id: str, epoch: int, acc: float, cost: float) -> str:
+    trial = SimpleNamespace(trial_id=trial_id)  # what the scheduler reads of Tune's Trial
+    result = {EPOCH_KEY: epoch, "val_accuracy": acc, "hard_cost_ratio": cost, "flops": math.nan}
+    return scheduler.on_trial_result(None, trial, result)
+
+
+def test_scheduler_stops_at_rungs_and_its_state_survives_a_restart() -> None:
+    """Tune restores a scheduler as pickled at the start (empty); the rung records come back
+    through the keeper's state, which Tune saves with its experiment checkpoint, so a trial
+    arriving after a restart meets the results recorded before it."""
+    scheduler = MoashaScheduler(grace_epochs=1, eta=3, epochs=10, bin_decades=0.5)
+    as_started = pickle.dumps(scheduler)  # what tuner.pkl holds
+    book, lines = RungBook(), []
+    keeper = RungBookKeeper(book, lines.append)
+    assert keeper.get_state() is None  # nothing recorded: nothing for Tune to save
+    with live_book(book):
+        assert _report(scheduler, "a", 1, 0.9, 0.5) == "CONTINUE"
+        assert _report(scheduler, "b", 1, 0.5, 0.5) == "STOP"
+        assert _report(scheduler, "a", 2, 0.1, 0.5) == "CONTINUE"  # not a rung
+        assert scheduler.on_trial_result(None, SimpleNamespace(trial_id="a"), {}) == "CONTINUE"
+    saved = pickle.dumps(keeper.get_state())  # Tune pickles callback states
+
+    restored, new_book = pickle.loads(as_started), RungBook()
+    RungBookKeeper(new_book, lines.append).set_state(pickle.loads(saved))
+    assert lines == ["moasha: restored 2 results at rungs 1; 1 trials stopped there"]
+    with live_book(new_book):
+        assert _report(restored, "c", 1, 0.7, 0.5) == "STOP"  # a (0.9) holds the one place
+    assert list(new_book.recorded[1]) == ["a", "b", "c"]
+    assert new_book.stopped == {"b": 1, "c": 1}
+
+    with live_book(RungBook()):  # without its state, c would have been first: kept
+        assert _report(pickle.loads(as_started), "c", 1, 0.7, 0.5) == "CONTINUE"
+
+
+def test_a_rerun_after_a_resume_gets_its_first_decision() -> None:
+    """A trial Ray's saved state had not seen end runs again after a resume; it was logged
+    once, with the decision it got, so that decision stands whatever the rerun reports."""
+    scheduler = MoashaScheduler(grace_epochs=1, eta=2, epochs=4, bin_decades=0.5)
+    assert _report(scheduler, "a", 1, 0.9, 0.5) == "CONTINUE"
+    assert _report(scheduler, "b", 1, 0.5, 0.5) == "STOP"
+    assert _report(scheduler, "b", 1, 0.99, 0.5) == "STOP"  # b cut off, run again
+    assert _report(scheduler, "a", 1, 0.1, 0.5) == "CONTINUE"
+    assert scheduler.book.recorded[1] == {"a": (0.9, 0.5), "b": (0.5, 0.5)}
+
+
+# -- the space file ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [
+        ({"name": "asha"}, "scheduler.name: expected one of: fifo, moasha, got 'asha'"),
+        ({"name": "moasha", "eta": 1}, "scheduler.eta: expected an integer >= 2, got 1"),
+        ({"name": "moasha", "grace_epochs": 2}, "scheduler.grace_epochs: expected fewer than"),
+        ({"name": "fifo", "eta": 3}, "scheduler.eta: applies to name: moasha only"),
+        ({"name": "moasha", "eta": "3"}, "scheduler.eta: expected an integer, got str '3'"),
+    ],
+)
+def test_bad_scheduler_settings_are_one_line(tmp_path: Path, scheduler: dict, message: str) -> None:
+    error = space_error(tmp_path, tiny_space(scheduler=scheduler))
+    assert error.startswith(f"{tmp_path / 'space.yaml'}: {message}")
+
+
+def test_the_default_scheduler_is_fifo_and_moasha_is_recorded(tmp_path: Path) -> None:
+    assert load_spec(write_space(tmp_path, tiny_space())).scheduler.name == "fifo"
+    spec = load_spec(write_space(tmp_path, tiny_space(scheduler={"name": "moasha"})))
+    assert (spec.scheduler.grace_epochs, spec.scheduler.eta) == (1, 3)
+    assert spec.describe()["scheduler"] == "moasha"
+
+
+# -- what Optuna is told -------------------------------------------------------------------
+
+
+def test_a_stopped_trial_is_pruned_in_optuna_not_a_result(tmp_path: Path) -> None:
+    spec = load_spec(write_space(tmp_path, tiny_space(scheduler={"name": "moasha"})))
+    searcher = StudySearch(spec)
+    searcher.suggest("stopped")
+    searcher.suggest("finished")
+    rung = {EPOCH_KEY: 1, "val_accuracy": 0.9, "hard_cost_ratio": 0.2, "flops": math.nan}
+    searcher.on_trial_complete("stopped", result=rung)
+    searcher.on_trial_complete("finished", result={"val_accuracy": 0.6, "flops": 500.0})
+    stopped, finished = searcher.study.trials
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.values is None
+    assert finished.state == optuna.trial.TrialState.COMPLETE
+    assert finished.values == [0.6, 500.0]
+    assert [t.number for t in searcher.study.best_trials] == [finished.number]
+
+
+# -- a real search, killed and resumed -----------------------------------------------------
+
+TRIALS = 8
+SPACE = tiny_space(
+    "moasha-resume",
+    model={"name": "mlp", "options": {"hidden": [64]}},
+    # epochs long enough (~0.5 s) that a trial outlives Ray's 2 s between saves of its state
+    data={"name": "synthetic", "options": {"n_samples": 32768}},
+    trials=TRIALS,
+    scheduler={"name": "moasha", "grace_epochs": 1, "eta": 2},  # rungs at epochs 1 and 2
+    train={"epochs": 4, "finetune_epochs": 0, "batch_size": 64, "lr": 0.01, "gate_lr": 0.1},
+)
+
+
+def _children(folder: Path) -> list:
+    client = mlflow.MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name("moasha-resume")
+    return [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if "archsearch.trial_id" in r.data.tags
+    ]
+
+
+@pytest.mark.slow
+def test_moasha_search_stops_trials_and_resumes_after_a_kill(tmp_path: Path) -> None:
+    write_space(tmp_path, SPACE)
+    first, log = start_cli(tmp_path, "search", "space.yaml")
+    try:
+        wait_for_log(log, r"^\[.*stopped\] .* -> stopped at epoch \d+ \(rung\)", first, 300)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        kill_group(first)
+    stopped_before = {
+        r.data.tags["archsearch.trial_id"] for r in _children(tmp_path) if r.info.status == "KILLED"
+    }
+    assert stopped_before and len(_children(tmp_path)) < TRIALS, "kill between stop and end"
+
+    second, log = start_cli(tmp_path, "search", "space.yaml", "--resume")
+    try:
+        assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        kill_group(second)
+    text = log.read_text()
+    restored = re.search(
+        r"^moasha: restored (\d+) results at rungs [\d, ]+; (\d+) trials", text, re.M
+    )
+    assert restored and int(restored[1]) >= 1, text[-3000:]  # the rungs' records came back
+
+    children = _children(tmp_path)
+    trial_ids = [r.data.tags["archsearch.trial_id"] for r in children]
+    assert len(trial_ids) == TRIALS == len(set(trial_ids))  # none logged twice, none lost
+    stopped = [r for r in children if r.info.status == "KILLED"]
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert stopped_before <= {r.data.tags["archsearch.trial_id"] for r in stopped}
+    assert finished and len(stopped) + len(finished) == TRIALS
+    for run in stopped:
+        tags, metrics = run.data.tags, run.data.metrics
+        assert tags["archsearch.stopped_by"] == "rung"
+        assert int(tags["archsearch.stopped_at_epoch"]) in (1, 2)
+        assert tags["archsearch.pareto"] == "false"
+        assert "val_accuracy" not in metrics and "flops" not in metrics
+        assert 0 <= metrics["stopped.val_accuracy"] <= 1
+    points = [[r.data.metrics["val_accuracy"], r.data.metrics["flops"]] for r in finished]
+    flags = non_dominated(points, ["max", "min"])
+    front = {r.info.run_id for r, on in zip(finished, flags, strict=True) if on}
+    assert {r.info.run_id for r in children if r.data.tags["archsearch.pareto"] == "true"} == front
+    last = [line for line in text.splitlines() if line.startswith("[")][-1]
+    assert re.match(rf"\[{TRIALS}/{TRIALS} done, 0 running, 0 failed, {len(stopped)} stopped", last)
