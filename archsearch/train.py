@@ -242,9 +242,14 @@ def _gated_step(
     aux_weight = aux_loss_weight(gated.base)
     logits, data_loss = _classification_loss(gated(xb), yb, aux_weight)
     keep = gated.keep_probabilities(gated.last_scores)
-    hard = cost.ratio(_float_masks(gated.hard_masks(gated.last_scores)))
+    expected = cost.ratio(keep)
+    # without a target the penalty's gradient does not depend on the hard masks and its value
+    # is never read, so the per-step hard masks are only measured when a target needs them
+    hard = expected
+    if config.penalty_target is not None:
+        hard = cost.ratio(_float_masks(gated.hard_masks(gated.last_scores)))
     scale = gated.penalty_scale
-    loss = data_loss + scale * penalty(cost.ratio(keep), hard, config)
+    loss = data_loss + scale * penalty(expected, hard, config)
     if gated.polarisation > 0:
         loss = loss + scale * undecided_penalty(keep, cost, config, gated.polarisation * progress)
     _check_finite(loss, "gated", epoch, step)
