@@ -12,6 +12,7 @@ import math
 import pickle
 import re
 import signal
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -206,12 +207,42 @@ def _children(folder: Path) -> list:
     ]
 
 
+def _saved_stops(folder: Path) -> int:
+    """How many rung stops Ray's last synced experiment snapshot holds (the book's state)."""
+    saved = 0
+    for path in (folder / "ray_results" / "moasha-resume").glob("callback-states-*.pkl"):
+        try:
+            states = pickle.loads(path.read_bytes())
+        except (EOFError, pickle.UnpicklingError):  # caught mid-copy: asked again
+            continue
+        saved = max(saved, _stops_in(states))
+    return saved
+
+
+def _stops_in(state: object) -> int:
+    """Ray nests callback states by callback list and index; the book's has ``stopped``."""
+    if not isinstance(state, dict):
+        return 0
+    if "stopped" in state:
+        return len(state["stopped"])
+    return max((_stops_in(inner) for inner in state.values()), default=0)
+
+
+def _wait_for_saved_stop(folder: Path, process, timeout: float) -> None:
+    """A kill before Ray saved the stop would test nothing about restoring the book."""
+    deadline = time.monotonic() + timeout
+    while _saved_stops(folder) < 1:
+        assert process.poll() is None and time.monotonic() < deadline, "no stop saved in time"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_moasha_search_stops_trials_and_resumes_after_a_kill(tmp_path: Path) -> None:
     write_space(tmp_path, SPACE)
     first, log = start_cli(tmp_path, "search", "space.yaml")
     try:
         wait_for_log(log, r"^\[.*stopped\] .* -> stopped at epoch \d+ \(rung\)", first, 300)
+        _wait_for_saved_stop(tmp_path, first, 60)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
     finally:
