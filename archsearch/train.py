@@ -247,7 +247,7 @@ def _gated_step(
     # is never read, so the per-step hard masks are only measured when a target needs them
     hard = expected
     if config.penalty_target is not None:
-        hard = cost.ratio(_float_masks(gated.hard_masks(gated.last_scores)))
+        hard = cost.ratio(_float_masks(gated.kept_masks(gated.last_scores)))
     scale = gated.penalty_scale
     loss = data_loss + scale * penalty(expected, hard, config)
     if gated.polarisation > 0:
@@ -273,7 +273,7 @@ def _gate_summary(gated: GatedModel, cost: CostModel, data: DataSplits) -> dict[
     """The epoch's validation accuracy (eval mode: the hardened network's function) and the
     cost the penalty's gradient pulls on against the cost hardening would keep."""
     expected = float(cost.ratio(gated.keep_probabilities()))
-    hard = float(cost.ratio(_float_masks(gated.hard_masks())))
+    hard = float(cost.ratio(_float_masks(gated.kept_masks())))
     return {
         "val_accuracy": accuracy(gated, data, "val"),
         "expected_cost_ratio": expected,

@@ -110,3 +110,36 @@ def test_dead_layer_keeps_its_strongest_group() -> None:
     hardened = harden(gated.eval(), (1, 8, 8))
     assert hardened.degenerate_groups == [groups[0].name]
     assert hardened.structure[0]["kept"] == [3]
+
+
+def test_the_penalty_pays_for_the_unit_a_dead_layer_keeps() -> None:
+    """A channel layer whose gates all closed costs nothing in the hard masks but keeps one
+    channel when hardened, with the next layer's input: the cost the penalty sees
+    (``kept_masks``) is the hardened network's fvcore FLOPs, not the cheaper dead network."""
+    from archsearch.pruning.cost import CostModel
+    from archsearch.pruning.flops import count_flops
+    from archsearch.pruning.groups import layer_geometry
+
+    shape = (1, 28, 28)
+    model = create_model("lenet5_caffe", shape, 10)
+    groups = find_groups(model, shape, "channel")
+    dense_flops = count_flops(model, shape).total
+    cost = CostModel(layer_geometry(model, shape), groups, "flops")
+    gated = GatedModel(model, groups, "trainable_gate").eval()
+    with torch.no_grad():
+        first = gated.gate(groups[0].name)
+        first.w.fill_(-1.0)  # conv1: every channel closed
+        first.w[7] = -0.5  # the strongest of them
+        gated.gate(groups[1].name).w[:6] = 1.0  # conv2: 6 of 50 channels kept
+        gated.gate(groups[1].name).w[6:] = -1.0
+    kept, hard = gated.kept_masks(), gated.hard_masks()
+    assert not hard[groups[0].name].any() and kept[groups[0].name].nonzero().flatten().tolist() == [
+        7
+    ]
+    masks = {name: mask.float() for name, mask in kept.items()}
+    hardened = harden(gated, shape)
+    assert float(cost.ratio(masks)) == pytest.approx(
+        count_flops(hardened.model, shape).total / dense_flops, rel=1e-6
+    )
+    dead = {name: mask.float() for name, mask in hard.items()}
+    assert float(cost.ratio(dead)) < float(cost.ratio(masks))  # what the penalty used to see

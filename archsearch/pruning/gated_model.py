@@ -105,6 +105,23 @@ class GatedModel(nn.Module):
         return {g.name: self.gate(g.name).hard_mask(scores[g.name]) for g in self.groups}
 
     @torch.no_grad()
+    def kept_masks(
+        self, scores: dict[str, torch.Tensor | None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """What hardening keeps: the hard masks, except that a group whose gates all closed
+        keeps its strongest element (a layer cannot vanish). The penalty's value is the cost
+        of these, so a dead layer's revived unit is not free to the penalty and then paid for
+        in the shipped network."""
+        scores = scores if scores is not None else {g.name: self.scores(g) for g in self.groups}
+        masks = self.hard_masks(scores)
+        for name, mask in masks.items():
+            if not mask.any():
+                revived = mask.clone()
+                revived[int(torch.argmax(self.gate(name).strength(scores[name])))] = True
+                masks[name] = revived
+        return masks
+
+    @torch.no_grad()
     def strength(self, group: GroupSpec) -> torch.Tensor:
         return self.gate(group.name).strength(self.scores(group))
 

@@ -49,17 +49,15 @@ class HardenedModel:
 
 
 def harden(gated: GatedModel, input_shape: tuple[int, ...]) -> HardenedModel:
-    masks, scales = gated.hard_masks(), gated.test_scales()
+    hard, masks, scales = gated.hard_masks(), gated.kept_masks(), gated.test_scales()
     plain = gated.plain_copy()
     modules = dict(plain.named_modules())
     degenerate, structure, densities = [], [], {}
     with torch.no_grad():
         for group in gated.groups:
-            mask, scale = masks[group.name].clone(), scales[group.name].clone()
-            if not mask.any():
-                strongest = int(torch.argmax(gated.strength(group)))
-                mask[strongest] = True
-                scale[strongest] = scale[strongest] if scale[strongest] > 0 else 1.0
+            mask, scale = masks[group.name], scales[group.name].clone()
+            if not hard[group.name].any():  # revived by ``kept_masks``: its strongest element
+                scale[mask & (scale <= 0)] = 1.0
                 degenerate.append(group.name)
             _fold(modules, group, (mask.to(scale.dtype) * scale).repeat(group.repeat))
             if group.kind == "weight":
