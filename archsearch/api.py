@@ -63,13 +63,16 @@ def search_spec(
     scheduler: dict[str, Any] | None = None,
     time_budget: str | float | None = None,
     constraints: dict[str, dict[str, float]] | None = None,
+    objectives: list[str] | dict[str, str] | None = None,
+    latency: dict[str, Any] | None = None,
 ) -> SearchSpec:
     """A search spec from keyword arguments: the same sections a space file holds (``space``
     is its ``space:`` mapping, ``train`` its ``train:`` one, ``scheduler`` e.g. ``{"name":
     "moasha", "grace_epochs": 1, "eta": 3}``, ``time_budget`` e.g. ``"30m"``, ``constraints``
-    e.g. ``{"val_accuracy": {"min": 0.8}}``), checked exactly as a file is; every mistake is
-    one ``SpaceError`` line naming the key. Relative ``data_root`` and ``init_weights`` are
-    resolved against the working folder, as in a file."""
+    e.g. ``{"val_accuracy": {"min": 0.8}}``, ``objectives`` e.g. ``["val_accuracy",
+    "latency"]``, ``latency`` e.g. ``{"runtime": "torch", "batch": 32}``), checked exactly as
+    a file is; every mistake is one ``SpaceError`` line naming the key. Relative
+    ``data_root`` and ``init_weights`` are resolved against the working folder, as in a file."""
     from archsearch.space import spec_from_dict
 
     data_section: dict[str, Any] = {"name": import_path_of(data, "data")}
@@ -92,7 +95,13 @@ def search_spec(
     }
     if init_weights is not None:
         raw["init"] = {"weights": str(init_weights)}
-    optional = {"scheduler": scheduler, "time_budget": time_budget, "constraints": constraints}
+    optional = {
+        "scheduler": scheduler,
+        "time_budget": time_budget,
+        "constraints": constraints,
+        "objectives": objectives,
+        "latency": latency,
+    }
     raw.update({key: value for key, value in optional.items() if value is not None})
     return spec_from_dict(raw, source=f"search_spec({name!r})")
 

@@ -15,6 +15,9 @@ from archsearch.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 
+#: how a trial times its pruned network against the dense one (``archsearch.latency``)
+LATENCY_RUNTIMES = ("onnxruntime", "torch", "off")
+
 
 def _setting(help_text: str, *, flag: str | None = None) -> dict[str, Any]:
     """A field's metadata for its command-line flag (``--<field-name>`` unless ``flag``
@@ -113,6 +116,22 @@ class TrialConfig:
         default=0, metadata=_setting("seed of the initialisation, data split and shuffling")
     )
     device: str = field(default="auto", metadata=_setting("auto (CUDA when visible), cpu or cuda"))
+    latency_runtime: str = field(
+        default="onnxruntime",
+        metadata=_setting(
+            "how the pruned network's latency is measured against the dense one after training: "
+            "onnxruntime (CPU, as exported), torch (eager, on the trial's device) or off"
+        ),
+    )
+    latency_batch: int = field(
+        default=64, metadata=_setting("batch size of the second latency measurement (and 1)")
+    )
+    latency_repeats: int = field(
+        default=7, metadata=_setting("interleaved rounds of the latency measurement (median)")
+    )
+    latency_threads: int = field(
+        default=1, metadata=_setting("threads of the runtime while latency is measured")
+    )
 
     def __post_init__(self) -> None:
         # imported here so that the CLI can read the defaults without loading torch
@@ -152,6 +171,14 @@ class TrialConfig:
             "a fraction in (0, 0.5]",
         )
         _require(self.device in DEVICES, "device", self.device, " or ".join(DEVICES))
+        _require(
+            self.latency_runtime in LATENCY_RUNTIMES,
+            "latency_runtime",
+            self.latency_runtime,
+            ", ".join(LATENCY_RUNTIMES),
+        )
+        for key in ("latency_batch", "latency_repeats", "latency_threads"):
+            _require(getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
         if self.init_weights is not None:
             _require(
                 isinstance(self.init_weights, str) and bool(self.init_weights),

@@ -16,7 +16,15 @@ from typing import Any
 
 #: the metrics of a finished trial a constraint may bound (the test accuracy is only ever
 #: reported, never optimised on, so it cannot be constrained)
-CONSTRAINABLE = ("val_accuracy", "flops", "flops_ratio", "params", "params_ratio")
+CONSTRAINABLE = (
+    "val_accuracy",
+    "flops",
+    "flops_ratio",
+    "params",
+    "params_ratio",
+    "latency_ratio",
+    "latency_ms",
+)
 
 
 @dataclass(frozen=True)

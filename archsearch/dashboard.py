@@ -9,7 +9,9 @@ The front is recomputed here from the runs' metrics rather than read from the
 ``archsearch.pareto`` tags: a dashboard of a search that is still running (or crashed before
 retagging) must still agree with its own points. So is the front of each granularity (a trial
 compared only with trials of its own granularity, ``on_granularity_front``), which the page
-draws as one toggleable line per granularity next to the overall front.
+draws as one toggleable line per granularity next to the overall front. Both are over the
+objectives the search ran with (its ``archsearch.objectives`` tag; accuracy and FLOPs for a
+search older than the tag), so a latency search's page marks its latency front.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from archsearch.pareto import OBJECTIVES, non_dominated, non_dominated_within
+from archsearch.pareto import non_dominated, non_dominated_within
 from archsearch.tracking import (
     DEFAULT_DB,
     artifact_progress_bars_off,
@@ -87,9 +89,9 @@ def collect(
 ) -> dict[str, Any]:
     """Everything the page shows about one search (the most recent one of ``experiment``, or
     ``parent_run_id``), as plain JSON types. Reads each run's ``subnetwork.json`` once."""
-    client, uri, experiment_id, parent = open_search(
-        experiment, tracking_uri, parent_run_id=parent_run_id
-    )
+    search = open_search(experiment, tracking_uri, parent_run_id=parent_run_id)
+    client, uri, experiment_id, parent = search
+    objectives = search.objectives
     runs = sorted(
         child_runs(client, experiment_id, parent.info.run_id), key=lambda r: r.info.start_time
     )
@@ -100,7 +102,7 @@ def collect(
         _run_row(run, subnetworks.get(run.info.run_id), ui_base, experiment_id, flags)
         for run in runs
     ]
-    _mark_front(rows)
+    _mark_front(rows, objectives)
     _place_stopped(rows)
     return _json_safe(
         {
@@ -113,7 +115,7 @@ def collect(
             "tracking_uri": uri,
             "ui_base": ui_base,
             "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-            "objectives": dict(OBJECTIVES),
+            "objectives": objectives,
             "counts": _counts(rows),
             "hypervolume": _hypervolume_history(client, parent.info.run_id),
             # the loaded dense network, when the search started from trained weights: drawn
@@ -216,11 +218,13 @@ def _place_stopped(rows: list[dict[str, Any]]) -> None:
         }
 
 
-def _mark_front(rows: list[dict[str, Any]]) -> None:
-    """The front over every finished feasible trial, and the front of each granularity."""
+def _mark_front(rows: list[dict[str, Any]], objectives: dict[str, str]) -> None:
+    """The front over every finished feasible trial, and the front of each granularity, on
+    the search's objectives: each one is the run metric of its name (``latency`` included,
+    logged beside ``latency_ratio``); a trial without one is never on a front."""
     finished = [r for r in rows if r["status"] == "FINISHED" and not r["infeasible"]]
-    points = [[_nan(r["metrics"].get(k)) for k in OBJECTIVES] for r in finished]
-    directions = list(OBJECTIVES.values())
+    points = [[_nan(r["metrics"].get(k)) for k in objectives] for r in finished]
+    directions = list(objectives.values())
     overall = non_dominated(points, directions)
     own = non_dominated_within(points, directions, [r["granularity"] for r in finished])
     for row, on_front, on_own in zip(finished, overall, own, strict=True):

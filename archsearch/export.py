@@ -18,12 +18,11 @@ import copy
 import io
 import json
 import os
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from archsearch.errors import ArchSearchError, ConfigError, first_line
+from archsearch.latency import weight_density
 from archsearch.models import primary_output
+from archsearch.onnx_graph import EXAMPLE_BATCH, write_onnx
 from archsearch.pruning.flops import count_flops, count_nonzero_params, count_params
 from archsearch.subnetwork import rebuild_subnetwork
 
@@ -45,12 +46,9 @@ DESCRIPTION = "subnetwork.json"
 WEIGHTS = "weights.safetensors"
 #: largest allowed difference between the written file's outputs and the rebuilt module's
 TOLERANCE = 1e-4
-#: the batch the graph is traced with; 2 because torch.export treats a batch of 1 as constant
-EXAMPLE_BATCH = 2
 #: the batches the written file is checked on: neither is the traced one, so a batch size
 #: baked into the graph fails verification
 VERIFY_BATCHES = (1, 3)
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -72,6 +70,10 @@ class ExportReport:
     runtime: str
     #: files written beside ``path`` (the description next to a safetensors export)
     companions: tuple[Path, ...] = ()
+    #: what the trial measured (``archsearch.latency``), from the description; {} before it
+    latency: dict[str, Any] = field(default_factory=dict)
+    #: the share of the weights stored as zeros (a weight-granularity subnetwork)
+    zero_weight_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,34 +95,8 @@ def _example(description: dict[str, Any], batch: int, seed: int = 0) -> torch.Te
     return torch.randn((batch, *shape), generator=torch.Generator().manual_seed(seed))
 
 
-@contextmanager
-def _native_stdout_silenced() -> Iterator[None]:
-    """The ONNX exporter prints its IR graph from C++ when it fails: the user gets one line."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _write_onnx(module: nn.Module, description: dict[str, Any], path: Path) -> None:
-    with warnings.catch_warnings(), _native_stdout_silenced():
-        # the TorchScript-based exporter is deprecated in favour of dynamo=True (see above)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            module,
-            (_example(description, EXAMPLE_BATCH),),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            dynamo=False,
-        )
+    write_onnx(module, _example(description, EXAMPLE_BATCH), str(path))
 
 
 def _load_onnx(path: Path) -> Runner:
@@ -252,6 +228,8 @@ def export_subnetwork(
         max_abs_diff=diff,
         runtime=export_format.runtime,
         companions=export_format.companions(output),
+        latency=dict(description.get("latency") or {}),
+        zero_weight_share=1.0 - weight_density(reference),
     )
 
 

@@ -22,9 +22,35 @@ import numpy as np
 
 DIRECTIONS = ("max", "min")
 
-#: the objectives every front is computed over, with their only sensible direction: the one
-#: definition the space file, the tracker and the dashboard all read
+#: the objectives a front is computed over unless the space file chooses others
 OBJECTIVES: dict[str, str] = {"val_accuracy": "max", "flops": "min"}
+
+#: every objective a space file may choose, with its only sensible direction: accuracy and
+#: one or two costs, each cost with a ``<name>_ratio`` column (to the dense network)
+OBJECTIVE_CHOICES: dict[str, str] = {
+    "val_accuracy": "max",
+    "flops": "min",
+    "params": "min",
+    "latency": "min",
+}
+
+
+def ratio_key(objective: str) -> str:
+    """The row column holding a cost objective as a share of the dense network's."""
+    return f"{objective.removesuffix('_ratio')}_ratio"
+
+
+def format_objectives(objectives: dict[str, str]) -> str:
+    """``val_accuracy:max,flops:min``: how a search records its objectives (a run tag)."""
+    return ",".join(f"{name}:{direction}" for name, direction in objectives.items())
+
+
+def parse_objectives(text: str | None) -> dict[str, str]:
+    """The inverse of ``format_objectives``; ``OBJECTIVES`` for a search that predates it."""
+    if not text:
+        return dict(OBJECTIVES)
+    return dict(part.split(":", 1) for part in text.split(","))
+
 
 #: the columns of ``pareto.csv`` and ``archsearch pareto --csv``, in order
 FRONT_COLUMNS = (
@@ -39,6 +65,8 @@ FRONT_COLUMNS = (
     "flops_ratio",
     "params",
     "params_ratio",
+    "latency_ratio",
+    "latency_ms",
     "architecture",
 )
 
@@ -90,48 +118,6 @@ def nondominated_ranks(points: Sequence[Sequence[float]], directions: Sequence[s
     return ranks
 
 
-def hypervolume_2d(
-    points: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]
-) -> float:
-    """Area dominated by the points and bounded by ``reference`` (exact, by a sweep). One number
-    that grows whenever the search finds a better trade-off, so it shows progress over trials.
-    Points no better than the reference in both objectives add nothing."""
-    if len(directions) != 2 or len(reference) != 2:
-        raise ValueError("hypervolume_2d needs exactly two objectives and a 2-D reference")
-    if len(points) == 0:
-        return 0.0
-    values = _as_minimisation(points, directions)
-    ref = _as_minimisation([reference], directions)[0]
-    inside = np.isfinite(values).all(axis=1) & (values < ref).all(axis=1)
-    values = values[inside]
-    if len(values) == 0:
-        return 0.0
-    front = values[np.array(non_dominated(values, ("min", "min")))]
-    front = front[np.lexsort((front[:, 1], front[:, 0]))]
-    area, best_y = 0.0, ref[1]
-    for x, y in front:
-        if y < best_y:
-            area += (ref[0] - x) * (best_y - y)
-            best_y = y
-    return float(area)
-
-
-def hypervolume_axes(
-    objectives: dict[str, str],
-) -> tuple[list[str], list[str], list[float]] | None:
-    """The normalised axes of a search's hypervolume (keys, directions, reference point): a
-    maximised metric as is (accuracy in [0, 1], reference 0), a minimised one as its
-    ``_ratio`` to the dense network (reference 1). None unless there are two objectives."""
-    if len(objectives) != 2:
-        return None
-    keys, directions, reference = [], [], []
-    for name, direction in objectives.items():
-        keys.append(name if direction == "max" else f"{name.removesuffix('_ratio')}_ratio")
-        directions.append(direction)
-        reference.append(0.0 if direction == "max" else 1.0)
-    return keys, directions, reference
-
-
 def non_dominated_within(
     points: Sequence[Sequence[float]], directions: Sequence[str], groups: Sequence[Hashable]
 ) -> list[bool]:
@@ -149,17 +135,28 @@ def non_dominated_within(
     return flags
 
 
-def fronts_by(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
+def fronts_by(
+    rows: Sequence[dict[str, Any]], key: str, objectives: dict[str, str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """The front of each value of ``key`` (``"granularity"``) among finished-trial rows, over
-    ``OBJECTIVES``; groups in name order, a row without the key under ``"-"``."""
+    the search's ``objectives`` (default ``OBJECTIVES``); groups in name order, a row without
+    the key under ``"-"``."""
+    objectives = objectives or OBJECTIVES
     groups = [str(row.get(key) or "-") for row in rows]
-    points = [[_float(row.get(name)) for name in OBJECTIVES] for row in rows]
-    flags = non_dominated_within(points, list(OBJECTIVES.values()), groups)
+    points = [[_float(_objective_value(row, name)) for name in objectives] for row in rows]
+    flags = non_dominated_within(points, list(objectives.values()), groups)
     fronts: dict[str, list[dict[str, Any]]] = {group: [] for group in sorted(set(groups))}
     for row, group, on_front in zip(rows, groups, flags, strict=True):
         if on_front:
             fronts[group].append(row)
     return fronts
+
+
+def _objective_value(row: dict[str, Any], name: str) -> Any:
+    """A row's value of one objective: its column, else (latency) the trial's metric."""
+    if name in row:
+        return row[name]
+    return (row.get("metrics") or {}).get(name, row.get(ratio_key(name)))
 
 
 def _float(value: Any) -> float:
@@ -175,20 +172,28 @@ def _float(value: Any) -> float:
 @dataclass(frozen=True)
 class Budget:
     """What a chosen model must meet: at most ``max_flops_ratio`` of the dense network's
-    FLOPs, at least ``min_accuracy`` validation accuracy (the search's objective; the test
-    set is only reported). None: no limit."""
+    FLOPs and ``max_latency_ratio`` of its measured latency, at least ``min_accuracy``
+    validation accuracy (the search's objective; the test set is only reported). None: no
+    limit."""
 
     max_flops_ratio: float | None = None
     min_accuracy: float | None = None
+    max_latency_ratio: float | None = None
 
     def __bool__(self) -> bool:
-        return self.max_flops_ratio is not None or self.min_accuracy is not None
+        return any(v is not None for v in self._limits().values()) or (
+            self.min_accuracy is not None
+        )
+
+    def _limits(self) -> dict[str, float | None]:
+        return {"flops_ratio": self.max_flops_ratio, "latency_ratio": self.max_latency_ratio}
 
     def fits(self, row: dict[str, Any]) -> bool:
         """A missing or non-finite value never fits a limit on it."""
-        ratio, accuracy = _float(row.get("flops_ratio")), _float(row.get("val_accuracy"))
-        if self.max_flops_ratio is not None and not ratio <= self.max_flops_ratio:
-            return False
+        for key, limit in self._limits().items():
+            if limit is not None and not _float(row.get(key)) <= limit:
+                return False
+        accuracy = _float(row.get("val_accuracy"))
         return self.min_accuracy is None or accuracy >= self.min_accuracy
 
     def describe(self) -> str:
@@ -196,6 +201,8 @@ class Budget:
         parts = []
         if self.max_flops_ratio is not None:
             parts.append(f"FLOPs <= {100 * self.max_flops_ratio:g}% of dense")
+        if self.max_latency_ratio is not None:
+            parts.append(f"latency <= {100 * self.max_latency_ratio:g}% of dense")
         if self.min_accuracy is not None:
             parts.append(f"val accuracy >= {self.min_accuracy:g}")
         return " and ".join(parts) or "no limit"
@@ -224,12 +231,13 @@ def within_budget(rows: Sequence[dict[str, Any]], budget: Budget) -> list[dict[s
 
 def span(rows: Sequence[dict[str, Any]]) -> str:
     """What a set of rows covers, for a "nothing fits" message: ``FLOPs 0.31%-45.2% of
-    dense, val accuracy 0.281-0.912``."""
-    ratios = [r for r in (_float(row.get("flops_ratio")) for row in rows) if math.isfinite(r)]
-    accs = [a for a in (_float(row.get("val_accuracy")) for row in rows) if math.isfinite(a)]
+    dense, latency 40%-98% of dense, val accuracy 0.281-0.912``."""
     parts = []
-    if ratios:
-        parts.append(f"FLOPs {100 * min(ratios):.3g}%-{100 * max(ratios):.3g}% of dense")
+    for key, label in (("flops_ratio", "FLOPs"), ("latency_ratio", "latency")):
+        ratios = [r for r in (_float(row.get(key)) for row in rows) if math.isfinite(r)]
+        if ratios:
+            parts.append(f"{label} {100 * min(ratios):.3g}%-{100 * max(ratios):.3g}% of dense")
+    accs = [a for a in (_float(row.get("val_accuracy")) for row in rows) if math.isfinite(a)]
     if accs:
         parts.append(f"val accuracy {min(accs):.3g}-{max(accs):.3g}")
     return ", ".join(parts) or "no metrics"
@@ -295,9 +303,10 @@ _TABLE_HEADER = (
     "FLOPs",
     "FLOPs %",
     "params %",
+    "latency %",
     "kept",
 )
-_RIGHT_ALIGNED = {"lambda", "val acc", "test acc", "FLOPs", "FLOPs %", "params %"}
+_RIGHT_ALIGNED = {"lambda", "val acc", "test acc", "FLOPs", "FLOPs %", "params %", "latency %"}
 
 
 def _table_cells(row: dict[str, Any]) -> tuple[str, ...]:
@@ -311,6 +320,7 @@ def _table_cells(row: dict[str, Any]) -> tuple[str, ...]:
         _number(row.get("flops"), "{:,.0f}"),
         _number(row.get("flops_ratio"), "{:.2%}"),
         _number(row.get("params_ratio"), "{:.2%}"),
+        _number(row.get("latency_ratio"), "{:.1%}"),
         str(row.get("architecture") or "-"),
     )
 

@@ -2,13 +2,15 @@
 
 build model → attach gates (method × granularity) → warm-up → train with penalty → harden →
 fine-tune → evaluate (validation split; the test set is reported, never optimised on) →
-count FLOPs with fvcore on the hardened module → metrics, description, weights.
+count FLOPs with fvcore on the hardened module → time it against the dense model
+(``archsearch.latency``) → metrics, description, weights.
 
 ``archsearch train`` calls it for one trial; the search calls it once per sampled point.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,8 @@ from torch import nn
 from archsearch.config import TrialConfig
 from archsearch.cost_gap import cost_gap_is_large
 from archsearch.data import DataSplits, load_dataset
-from archsearch.errors import ConfigError
+from archsearch.errors import ConfigError, first_line
+from archsearch.latency import LatencyError, LatencySettings, measure_latency, sparse_latency
 from archsearch.models import (
     AUX_HEAD_MODELS,
     TORCHVISION_PREFIX,
@@ -114,7 +117,9 @@ def run_trial(
     trained = _train(built, config, data, on_epoch)
     subnet = trained.hardened.model.eval()
     flops, metrics = _measure(subnet, built, trained, config, data)
+    metrics.update(_latency(subnet, built, config, data.num_classes, device))
     description = _describe(subnet, built, trained.hardened, flops, config, data)
+    description["latency"] = {k: v for k, v in metrics.items() if "latency" in k}
     subnet = subnet.cpu()
     if out_dir is not None:
         _write(out_dir, description, subnet, metrics, trained.history)
@@ -197,6 +202,36 @@ def _measure(
         **_cost_gap(trained.history),
     }
     return flops, metrics
+
+
+def _latency(
+    subnet: nn.Module, built: _Built, config: TrialConfig, classes: int, device: torch.device
+) -> dict[str, Any]:
+    """The subnetwork timed against a dense model of the same architecture, in the same
+    process and interleaved (weights do not matter to the time, so the dense model is built
+    fresh); a weight-sparse one also through the runtime's sparse kernels."""
+    settings = LatencySettings(
+        runtime=config.latency_runtime,
+        batch=config.latency_batch,
+        repeats=config.latency_repeats,
+        threads=config.latency_threads,
+    )
+    if settings.runtime == "off":
+        return {}
+    dense = create_model(config.model, built.input_shape, classes, **config.model_options)
+    drop_aux_heads(dense)
+    dense = dense.to(device).eval()
+    try:
+        measured = measure_latency(subnet, dense, built.input_shape, settings, device)
+    except LatencyError as error:  # a layer ONNX cannot express: timed in torch, and said so
+        settings = dataclasses.replace(settings, runtime="torch")
+        measured = measure_latency(subnet, dense, built.input_shape, settings, device)
+        cause = first_line(error.__cause__ or error)[:160]
+        measured["latency_runtime"] += f" (the ONNX export failed: {cause})"
+    if config.granularity == "weight":
+        measured.update(sparse_latency(subnet.cpu(), dense.cpu(), built.input_shape, settings))
+        subnet.to(device)
+    return measured
 
 
 def _cost_gap(history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -45,6 +45,8 @@ TINY_SPACE: dict[str, Any] = {
     "sampler": {"name": "random", "seed": 0},
     "resources": {"cpu": 1},
     "train": {"epochs": 2, "finetune_epochs": 0, "batch_size": 32, "gate_lr": 0.1},
+    # about 1 s of timing per trial; the searches that test latency turn it on
+    "latency": {"runtime": "off"},
     "space": {
         "gate": ["hard_concrete", "arm"],
         "granularity": ["neuron"],
@@ -59,6 +61,7 @@ TRIAL_SPACE: dict[str, Any] = {
     "model": {"name": "mlp", "options": {"hidden": [16]}},
     "data": {"name": "digits"},
     "train": {"epochs": 1, "finetune_epochs": 0, "batch_size": 64, "gate_lr": 0.05},
+    "latency": {"runtime": "off"},
     "space": {
         "gate": ["arm", "hard_concrete", "gumbel_softmax", "learned_threshold"],
         "granularity": ["neuron", "weight"],

@@ -26,7 +26,7 @@ from archsearch.cli import main
 from archsearch.config import TrialConfig
 from archsearch.dashboard import collect, log_dashboard, render, write_dashboard
 from archsearch.pareto import non_dominated
-from archsearch.tracking import SearchTracker
+from archsearch.tracking import OBJECTIVES_TAG, SearchTracker
 from archsearch.trial import load_data, run_trial
 
 CHROMIUM = os.environ.get("ARCHSEARCH_CHROMIUM", "/usr/bin/chromium")
@@ -287,6 +287,135 @@ def test_log_dashboard_attaches_the_page_to_the_parent_run(search, tmp_path) -> 
     assert (
         Path(client.download_artifacts(parent, "dashboard.html", str(tmp_path))).read_text() == html
     )
+
+
+# -- measured latency -------------------------------------------------------------------------
+
+LATENCY_OBJECTIVES = {"val_accuracy": "max", "latency": "min"}
+RUNTIME = "onnxruntime 1.20.1 CPU, 1 thread, batch 1 and 64"
+#: (name, granularity, val accuracy, FLOPs, latency ratio): "structured" is beaten on FLOPs by
+#: "weight-mid" but runs in 40% of the dense time where the weight-sparse ones take it all
+TRIALS = [
+    ("structured", "neuron", 0.90, 3000.0, 0.40),
+    ("weight-best", "weight", 0.91, 300.0, 1.00),
+    ("weight-mid", "weight", 0.89, 200.0, 1.02),
+    ("poor", "neuron", 0.80, 5000.0, 0.90),
+]
+LATENCY_FRONT = {"structured", "weight-best"}
+FLOPS_FRONT = {"weight-best", "weight-mid"}
+DEFAULT_OBJECTIVES = {"val_accuracy": "max", "flops": "min"}
+
+
+def _log_synthetic_search(
+    store: str, experiment: str, objectives: dict | None, *, latency: bool
+) -> None:
+    """Four finished trials and a crash with the metrics a trial logs, and no training: what
+    is drawn is all in the metrics. ``objectives`` None: a search from before the objectives
+    tag (the tag removed: such a search's parent run has none)."""
+    tracker = SearchTracker(experiment, tracking_uri=store, objectives=objectives)
+    for name, granularity, val, flops, ratio in TRIALS:
+        metrics = {"val_accuracy": val, "test_accuracy": val - 0.01, "flops": flops}
+        metrics |= {"flops_ratio": flops / 6000, "dense_flops": 6000.0, "params": flops / 2}
+        if latency:
+            metrics |= {"latency_ratio": ratio, "latency": ratio, "latency_ms": 0.05 * ratio}
+            metrics |= {"dense_latency_ms": 0.05, "latency_spread": 0.01}
+            metrics |= {"latency_ratio_batched": ratio / 2, "latency_ms_batched": ratio}
+        params = {"gate": "hard_concrete", "granularity": granularity, "penalty.lambda": 1.0}
+        run_id = tracker.log_trial(name, params, metrics=metrics)
+        if latency:  # what the trial says it timed with (``latency_runtime``)
+            tracker.client.set_tag(run_id, "archsearch.latency", RUNTIME)
+    tracker.log_trial("crash", params, error="Traceback ...\nRuntimeError: boom")
+    if objectives is None:
+        tracker.client.delete_tag(tracker.parent_run_id, OBJECTIVES_TAG)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> dict:
+    """Three searches in one store: on latency, on FLOPs with latency measured, and an old
+    one (no objectives tag, no latency)."""
+    root = tmp_path_factory.mktemp("latency")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    searches = {
+        "latency": (LATENCY_OBJECTIVES, True),
+        "flops": (DEFAULT_OBJECTIVES, True),
+        "old": (None, False),
+    }
+    pages = {}
+    for key, (objectives, latency) in searches.items():
+        _log_synthetic_search(store, f"dash-{key}", objectives, latency=latency)
+        pages[key] = root / f"{key}.html"
+        write_dashboard(f"dash-{key}", pages[key], store)
+    return {"store": store, "pages": pages}
+
+
+def _front_names(payload: dict) -> set[str]:
+    return {r["trial_id"] for r in payload["runs"] if r["on_front"]}
+
+
+def test_payload_front_follows_the_searchs_objectives(synthetic) -> None:
+    latency = collect("dash-latency", synthetic["store"])
+    assert latency["objectives"] == LATENCY_OBJECTIVES
+    # slower on FLOPs than weight-mid, faster where it counts: on the latency front
+    assert _front_names(latency) == LATENCY_FRONT
+    assert latency["counts"]["front"] == len(LATENCY_FRONT)
+    for search in ("flops", "old"):  # the default objectives: tagged, or from before the tag
+        payload = collect(f"dash-{search}", synthetic["store"])
+        assert payload["objectives"] == DEFAULT_OBJECTIVES
+        assert _front_names(payload) == FLOPS_FRONT
+
+
+def _latency_page(page, synthetic, search: str) -> None:
+    _open(page, synthetic["pages"][search])
+    assert page.locator("#panel-latency .pt").count() == len(TRIALS)  # the crash has none
+    # the line joins the latency front whatever the search chose; outlined: the search's front
+    vertices = page.get_attribute("#panel-latency polyline.front-line", "points").split()
+    assert len(vertices) == len(LATENCY_FRONT)
+    xs = [float(v.split(",")[0]) for v in vertices]
+    assert xs == sorted(xs)  # drawn fastest first
+    label = page.text_content("#panel-latency")
+    assert "latency, share of dense (batch 1, onnxruntime 1.20.1 CPU, 1 thread)" in label
+    assert "latency %" in page.inner_text("#front-table thead")
+
+
+def test_latency_panel_marks_the_latency_front(synthetic, page, tmp_path) -> None:
+    _latency_page(page, synthetic, "latency")
+    page.screenshot(path=str(tmp_path / "latency.png"), full_page=True)
+    assert page.locator("#panel-latency .pt.front").count() == len(LATENCY_FRONT)
+    names = page.locator("#front-table tbody tr td:first-child").all_inner_texts()
+    assert len(names) == len(LATENCY_FRONT)
+    assert {t[0] for t in TRIALS if any(n.endswith(t[0]) for n in names)} == LATENCY_FRONT
+    assert "front on val_accuracy (max), latency (min)" in page.inner_text("#meta")
+    # hover, then click, a point of the new panel: the measured latency is spelt out
+    _, x, y = _reachable_point(page, "#panel-latency")
+    page.mouse.move(x, y)
+    page.wait_for_selector("#tooltip", state="visible", timeout=5_000)
+    text = page.inner_text("#tooltip")
+    ratio = next(t[4] for t in TRIALS if t[0] in text)
+    expected = f"latency {100 * ratio:.1f}% of dense ({0.05 * ratio:.3g} ms at batch 1; "
+    assert expected + f"{50 * ratio:.1f}% at batch 64)" in text
+    page.mouse.click(x, y)
+    page.wait_for_selector("#detail h2", timeout=5_000)
+    assert f"{100 * ratio:.1f}% of dense" in page.inner_text("#detail")
+    assert page.locator("#panel-latency .sel[visibility='visible']").count() == 1
+    assert page.problems == []
+
+
+def test_flops_search_shows_which_trials_the_latency_front_would_hold(synthetic, page) -> None:
+    _latency_page(page, synthetic, "flops")
+    # the search's own (FLOPs) front is outlined; the line joins the latency front
+    assert page.locator("#panel-latency .pt.front").count() == len(FLOPS_FRONT)
+    assert "outlined: the search's front" in page.inner_text("figure:has(#panel-latency)")
+    assert page.problems == []
+
+
+def test_no_latency_measured_no_latency_panel(synthetic, page) -> None:
+    _open(page, synthetic["pages"]["old"])
+    assert page.locator("#panel-val .pt").count() == len(TRIALS)
+    assert page.locator("#panel-latency").count() == 0
+    assert page.locator(".plots figure").count() == 2
+    assert "latency" not in page.inner_text("#front-table thead")
+    assert "latency" not in page.inner_text("main")
+    assert page.problems == []
 
 
 # -- the MLflow UI the links point to -----------------------------------------------------------

@@ -12,7 +12,6 @@ from archsearch.pareto import (
     FRONT_COLUMNS,
     format_front_table,
     front_csv,
-    hypervolume_2d,
     non_dominated,
 )
 
@@ -61,31 +60,6 @@ def test_a_diverged_trial_is_not_a_trade_off_and_hides_nothing() -> None:
 def test_unknown_direction_is_rejected() -> None:
     with pytest.raises(ValueError, match="'max' or 'min'"):
         non_dominated([(1, 2)], ("max", "lowest"))
-
-
-def test_hypervolume_of_one_point_is_its_rectangle() -> None:
-    # accuracy 0.9 up from 0, FLOPs ratio 0.5 down from 1: 0.9 * 0.5
-    assert hypervolume_2d([(0.9, 0.5)], ACC_FLOPS, (0.0, 1.0)) == pytest.approx(0.45)
-
-
-def test_hypervolume_of_two_points_counts_their_overlap_once() -> None:
-    # rectangles 0.9 x 0.5 and 0.6 x 0.8 overlap in 0.6 x 0.5: 0.45 + 0.48 - 0.30
-    points = [(0.9, 0.5), (0.6, 0.2)]
-    assert hypervolume_2d(points, ACC_FLOPS, (0.0, 1.0)) == pytest.approx(0.63)
-
-
-def test_hypervolume_ignores_beaten_points_and_points_beyond_the_reference() -> None:
-    base = hypervolume_2d([(0.9, 0.5), (0.6, 0.2)], ACC_FLOPS, (0.0, 1.0))
-    extra = [(0.9, 0.5), (0.6, 0.2), (0.5, 0.6), (0.95, 1.2), (0.9, 0.5), (math.nan, 0.1)]
-    assert hypervolume_2d(extra, ACC_FLOPS, (0.0, 1.0)) == pytest.approx(base)
-    assert hypervolume_2d([], ACC_FLOPS, (0.0, 1.0)) == 0.0
-
-
-def test_hypervolume_grows_when_a_better_trade_off_appears() -> None:
-    before = hypervolume_2d([(0.9, 0.5)], ACC_FLOPS, (0.0, 1.0))
-    after = hypervolume_2d([(0.9, 0.5), (0.8, 0.1)], ACC_FLOPS, (0.0, 1.0))
-    assert after == pytest.approx(0.45 + 0.8 * 0.4)
-    assert after > before
 
 
 ROWS = [

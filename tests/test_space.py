@@ -58,7 +58,9 @@ def changed(**changes: Any) -> dict[str, Any]:
 def test_bundled_spaces_load(path: Path) -> None:
     spec = load_spec(path)
     assert spec.trials >= 1 and spec.concurrency >= 1
-    assert spec.objectives == {"val_accuracy": "max", "flops": "min"}
+    cost = "latency" if path.stem.endswith("_latency") else "flops"
+    assert spec.objectives == {"val_accuracy": "max", cost: "min"}
+    assert spec.base.latency_runtime == "onnxruntime"  # every bundled search times its trials
     names = {p.name for p in spec.params}
     assert {"gate", "granularity", "penalty.lambda"} <= names
 
@@ -95,7 +97,12 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"data__name": "imagenet"}, "data.name"),
     ({"data__options": {"colour": True}}, "data.options.colour"),
     ({"data__val_fraction": 0.9}, "data.val_fraction"),
-    ({"objectives": {"val_accuracy": "max", "params": "min"}}, "objectives.params"),
+    ({"objectives": {"val_accuracy": "max", "params": "max"}}, "objectives.params"),
+    ({"objectives": ["val_accuracy", "energy"]}, "objectives.energy"),
+    ({"objectives": ["flops", "latency"]}, "objectives"),
+    ({"objectives": ["val_accuracy"]}, "objectives"),
+    ({"objectives": ["val_accuracy", "flops", "params", "latency"]}, "objectives"),
+    ({"objectives": ["val_accuracy", "flops", "flops"]}, "objectives"),
     ({"objectives": {"val_accuracy": "min", "flops": "min"}}, "objectives.val_accuracy"),
     ({"sampler": {"name": "grid"}}, "sampler.name"),
     ({"sampler": {"name": "tpe", "seed": 1.5}}, "sampler.seed"),

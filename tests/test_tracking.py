@@ -25,7 +25,8 @@ from mlflow.entities import ViewType
 
 from archsearch.cli import main
 from archsearch.config import TrialConfig
-from archsearch.pareto import hypervolume_2d
+from archsearch.hypervolume import front_hypervolume
+from archsearch.pareto import OBJECTIVES
 from archsearch.subnetwork import load_subnetwork
 from archsearch.tracking import (
     SearchTracker,
@@ -240,10 +241,10 @@ def test_the_front_kept_trial_by_trial_equals_the_front_of_all(store, client, tr
         tracker.log_trial(f"m{i}", params, metrics=point, trial_dir=folder)
         tagged, expected, values = _tagged_and_brute_force_front(client, tracker)
         assert tagged == expected, f"after trial {i}"
-    ratios = [(v[0], v[1] / 1000) for v in values.values()]
-    assert tracker.hypervolume() == pytest.approx(
-        hypervolume_2d(ratios, ("max", "min"), (0.0, 1.0))
-    )
+    # the yardstick over every finished trial: the dominated ones add nothing
+    rows = [{"val_accuracy": v[0], "flops_ratio": v[1] / 1000} for v in values.values()]
+    expected_volume = front_hypervolume(rows, OBJECTIVES)
+    assert expected_volume > 0 and tracker.hypervolume() == pytest.approx(expected_volume)
 
 
 def test_parent_run_holds_front_csv_and_hypervolume_curve(search, client, tmp_path) -> None:
@@ -261,8 +262,8 @@ def test_parent_run_holds_front_csv_and_hypervolume_curve(search, client, tmp_pa
     values = [m.value for m in curve]
     assert values == sorted(values)  # never shrinks
     finished = [r for r in _children(client, tracker) if r.info.status == "FINISHED"]
-    points = [(r.data.metrics["val_accuracy"], r.data.metrics["flops_ratio"]) for r in finished]
-    assert values[-1] == pytest.approx(hypervolume_2d(points, ("max", "min"), (0.0, 1.0)))
+    rows = [r.data.metrics for r in finished]
+    assert values[-1] == pytest.approx(front_hypervolume(rows, OBJECTIVES))
 
 
 def test_a_trial_is_logged_once(search, client, trials) -> None:

@@ -266,3 +266,17 @@ def test_a_spec_in_code_is_checked_like_a_file() -> None:
 
     with pytest.raises(SpaceError, match="trials"):
         api.search_spec("bad", model="mlp", data="digits", space={"gate": ["arm"]}, trials=0)
+
+
+def test_a_spec_in_code_chooses_objectives_and_latency() -> None:
+    space = {"gate": ["arm"], "granularity": ["neuron"], "penalty.lambda": [0.1]}
+    spec = api.search_spec(
+        "timed",
+        model="mlp",
+        data="digits",
+        space=space,
+        objectives=["val_accuracy", "params", "latency"],
+        latency={"runtime": "torch", "batch": 8},
+    )
+    assert spec.objectives == {"val_accuracy": "max", "params": "min", "latency": "min"}
+    assert (spec.base.latency_runtime, spec.base.latency_batch) == ("torch", 8)

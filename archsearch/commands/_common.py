@@ -36,13 +36,21 @@ def add_tracking_uri(parser: argparse.ArgumentParser, what: str = "MLflow store"
 
 
 def add_budget(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--max-flops-ratio`` and ``--min-accuracy``: the budget a chosen model must meet."""
+    """``--max-flops-ratio``, ``--max-latency-ratio`` and ``--min-accuracy``: the budget a
+    chosen model must meet."""
     parser.add_argument(
         "--max-flops-ratio",
         type=_fraction("--max-flops-ratio"),
         default=None,
         metavar="R",
         help=f"{what} at most R of the dense network's FLOPs (0.05 or 5%%)",
+    )
+    parser.add_argument(
+        "--max-latency-ratio",
+        type=_fraction("--max-latency-ratio"),
+        default=None,
+        metavar="R",
+        help=f"{what} at most R of the dense network's measured latency at batch 1 (0.5 or 50%%)",
     )
     parser.add_argument(
         "--min-accuracy",
@@ -56,7 +64,7 @@ def add_budget(parser: argparse.ArgumentParser, what: str) -> None:
 def budget_of(args: argparse.Namespace) -> Budget:
     from archsearch.pareto import Budget
 
-    return Budget(args.max_flops_ratio, args.min_accuracy)
+    return Budget(args.max_flops_ratio, args.min_accuracy, args.max_latency_ratio)
 
 
 def _fraction(flag: str) -> Callable[[str], float]:
@@ -79,6 +87,19 @@ def _fraction(flag: str) -> Callable[[str], float]:
     return parse
 
 
+def _cost_flags(budget: Budget) -> str:
+    """The cost limits a user set (the ones to raise), else the one most people reach for."""
+    given = [
+        flag
+        for flag, limit in (
+            ("--max-flops-ratio", budget.max_flops_ratio),
+            ("--max-latency-ratio", budget.max_latency_ratio),
+        )
+        if limit is not None
+    ]
+    return " or ".join(given or ["--max-flops-ratio"])
+
+
 def no_fit_error(
     experiment: str, budget: Budget, rows: Sequence[dict[str, Any]], front: str = "front"
 ) -> str:
@@ -93,5 +114,5 @@ def no_fit_error(
     return (
         f"nothing on the {front} of the latest search of {experiment!r} fits "
         f"{budget.describe()} (its {len(rows)} members span {span(rows)}); raise "
-        f"--max-flops-ratio or lower --min-accuracy"
+        f"{_cost_flags(budget)} or lower --min-accuracy"
     )

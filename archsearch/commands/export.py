@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from archsearch.commands._common import add_budget, add_tracking_uri, budget_of, no_fit_error
 from archsearch.errors import ConfigError
@@ -105,10 +105,15 @@ def _best_within(experiment: str, budget: Budget, tracking_uri: str | None) -> s
     print(
         f"chose          run {best['run_id']} ({best.get('gate')}/{best.get('granularity')}): "
         f"val accuracy {_share(best['val_accuracy'], 1, '.4f')}, FLOPs "
-        f"{_share(best['flops_ratio'], 100, '.2f')}% of dense; the best of {len(fitting)} of "
-        f"{len(front)} front members that fit {budget.describe()}"
+        f"{_share(best['flops_ratio'], 100, '.2f')}% of dense{_latency_share(best)}; "
+        f"the best of {len(fitting)} of {len(front)} front members that fit {budget.describe()}"
     )
     return best["run_id"]
+
+
+def _latency_share(row: dict[str, Any]) -> str:
+    ratio = row.get("latency_ratio")
+    return "" if ratio is None else f", latency {100 * ratio:.1f}% of dense"
 
 
 def format_report(report: ExportReport) -> str:
@@ -127,11 +132,33 @@ def format_report(report: ExportReport) -> str:
         f"FLOPs          {report.flops:,}{ratio if report.dense_flops else ''}  (fvcore, one "
         f"multiply-accumulate = one flop, one {shape} input)",
         f"params         {report.params:,}",
+        *_latency_lines(report),
         f"verified       {report.runtime} matches the rebuilt subnetwork: max |diff| "
         f"{report.max_abs_diff:.2e} <= {TOLERANCE:g} on random batches of "
         f"{' and '.join(str(b) for b in VERIFY_BATCHES)}",
     ]
     return "\n".join(lines)
+
+
+def _latency_lines(report: ExportReport) -> list[str]:
+    """What the trial measured, beside the FLOPs; and which kernels a weight-sparse file gets."""
+    from archsearch.latency import describe_latency
+
+    measured = report.latency
+    line = describe_latency(measured)
+    lines = [] if line is None else [f"latency        {line}, measured in the trial"]
+    if report.zero_weight_share >= 0.05:
+        sparse = measured.get("sparse_latency_ratio")
+        lines.append(
+            f"kernels        dense: {100 * report.zero_weight_share:.1f}% of the weights are "
+            "zeros, stored and computed"
+            + (
+                f"; torch's sparse CSR kernels ran at {100 * sparse:.1f}% of dense in the trial"
+                if sparse is not None
+                else ""
+            )
+        )
+    return lines
 
 
 def _share(value: float | None, scale: float, spec: str) -> str:

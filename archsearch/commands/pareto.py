@@ -76,12 +76,13 @@ def run(args: argparse.Namespace) -> int:
 def _fronts(name: str, tracking_uri: str | None, by: str | None) -> dict[str, list[dict]]:
     """``{"": overall front}``, or the front of each value of ``by``."""
     from archsearch.pareto import fronts_by
-    from archsearch.tracking import front_rows, search_rows
+    from archsearch.tracking import front_rows, open_search, rows_of_search
 
     if by is None:
         return {"": front_rows(name, tracking_uri)}
-    rows = search_rows(name, tracking_uri)
-    return fronts_by([{k: v for k, v in row.items() if k != "on_front"} for row in rows], by)
+    search = open_search(name, tracking_uri)
+    rows = [{k: v for k, v in row.items() if k != "on_front"} for row in rows_of_search(search)]
+    return fronts_by(rows, by, search.objectives)
 
 
 def _chosen(rows: list[dict[str, Any]], budget: Budget) -> list[dict[str, Any]]:

@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
 def format_result(metrics: dict[str, Any], subnetwork: dict[str, Any], out: Path) -> str:
     """The end-of-trial summary a user reads: accuracy, FLOPs, the kept architecture."""
+    from archsearch.latency import describe_latency  # torch: imported once a trial ran
+
     flops = subnetwork["flops"]
     shape = "x".join(str(d) for d in flops["input_shape"])
     val, test = metrics["val_accuracy"], metrics["test_accuracy"]
@@ -163,6 +165,9 @@ def format_result(metrics: dict[str, Any], subnetwork: dict[str, Any], out: Path
             + describe_cost_gap(metrics["expected_cost_ratio"], metrics["hard_cost_ratio"])
             + " at the end of gated training"
         )
+    latency = describe_latency(metrics)
+    if latency is not None:
+        lines.append(f"latency        {latency}")
     lines.append(f"train seconds  {metrics['train_seconds']:.1f}")
     lines.append(f"wrote          {out}/metrics.json, subnetwork.json, weights.safetensors")
     return "\n".join(lines)

@@ -112,14 +112,15 @@ def _front_lines(
     base: str, experiment_id: str, parent: Any, rows: list[dict[str, Any]]
 ) -> list[str]:
     """The search's front (tag-filtered) and, with more than one granularity, each one's."""
-    from archsearch.pareto import fronts_by
-    from archsearch.tracking import filtered_runs_url, front_filter, runs_filter
+    from archsearch.pareto import fronts_by, parse_objectives
+    from archsearch.tracking import OBJECTIVES_TAG, filtered_runs_url, front_filter, runs_filter
 
     parent_id, search = parent.info.run_id, parent.info.run_name or parent.info.run_id
     on_front = sum(row["on_front"] for row in rows)
     front = filtered_runs_url(base, experiment_id, front_filter(parent_id), order_by="flops")
     lines = [f"the front of {search} ({on_front} runs, cheapest first): {front}"]
-    fronts = fronts_by(rows, "granularity")
+    objectives = parse_objectives(parent.data.tags.get(OBJECTIVES_TAG))
+    fronts = fronts_by(rows, "granularity", objectives)
     if len(fronts) > 1:  # with one granularity its front is the front
         lines.append("the front of each granularity (these runs as of now):")
         for granularity, members in fronts.items():

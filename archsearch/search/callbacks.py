@@ -144,12 +144,14 @@ class SearchProgress(tune.Callback):
             return _stopped(summary)
         if summary["status"] not in ("FINISHED", "INFEASIBLE"):
             return f"FAILED ({self._errors.get(summary['trial_id'], 'see its MLflow run')})"
-        result = f"val {summary['val_accuracy']:.3f}, FLOPs {summary['flops_ratio']:.1%}"
-        if summary["status"] == "INFEASIBLE":
-            result += f", infeasible ({summary['violations']})"
         reported = next(
             (t.last_result or {} for t in self._trials if t.trial_id == summary["trial_id"]), {}
         )
+        result = f"val {summary['val_accuracy']:.3f}, FLOPs {summary['flops_ratio']:.1%}"
+        if isinstance(reported.get("latency_ratio"), float):
+            result += f", latency {reported['latency_ratio']:.0%}"
+        if summary["status"] == "INFEASIBLE":
+            result += f", infeasible ({summary['violations']})"
         if reported.get("cost_gap_large"):
             expected, hard = reported["expected_cost_ratio"], reported["hard_cost_ratio"]
             result += f" (cost gap: {describe_cost_gap(expected, hard)})"

@@ -20,7 +20,7 @@ import yaml
 from archsearch.config import TrialConfig
 from archsearch.data import get_dataset_info
 from archsearch.errors import ConfigError, first_line
-from archsearch.pareto import OBJECTIVES
+from archsearch.pareto import OBJECTIVE_CHOICES, OBJECTIVES
 from archsearch.space.check import Check
 from archsearch.space.params import read_params
 from archsearch.space.policy import read_constraints, read_scheduler, read_time_budget
@@ -36,6 +36,10 @@ _SECTION_FIELDS = (
     "data_root",
     "data_options",
     "val_fraction",
+    "latency_runtime",
+    "latency_batch",
+    "latency_repeats",
+    "latency_threads",
 )
 
 _TOP_LEVEL: dict[str, Any] = {
@@ -43,7 +47,7 @@ _TOP_LEVEL: dict[str, Any] = {
     "model": dict,
     "data": dict,
     "init": dict,
-    "objectives": dict,
+    "objectives": dict | list,
     "trials": int,
     "concurrency": int,
     "retries": int,
@@ -54,12 +58,14 @@ _TOP_LEVEL: dict[str, Any] = {
     "scheduler": dict,
     "time_budget": str | float,
     "constraints": dict,
+    "latency": dict,
 }
 _REQUIRED = ("name", "model", "data", "space")
 _MODEL_KEYS = {"name": str, "options": dict}
 _INIT_KEYS = {"weights": str}
 _DATA_KEYS = {"name": str, "root": str | None, "val_fraction": float, "options": dict}
 _SAMPLER_KEYS = {"name": str, "seed": int}
+_LATENCY_KEYS = {"runtime": str, "batch": int, "repeats": int, "threads": int}
 _RESOURCE_KEYS = {"cpu": float, "gpu": float}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -148,6 +154,8 @@ def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
         constraints=read_constraints(raw.get("constraints", {}), check),
     )
     _check_run_shape(spec, check)
+    if "latency" in spec.objectives and base.latency_runtime == "off":
+        check.fail("latency.runtime", "off, but latency is an objective: use onnxruntime or torch")
     # last: building a model is the slow check; what it finds is the pre-flight report
     return dataclasses.replace(spec, preflight=check_model(base, spec.params, check))
 
@@ -169,14 +177,23 @@ def _check_run_shape(spec: SearchSpec, check: Check) -> None:
 
 
 def _objectives(raw: Any, check: Check) -> dict[str, str]:
-    check.mapping(raw, "objectives", dict.fromkeys(OBJECTIVES, str))
-    for metric, direction in OBJECTIVES.items():
-        if raw.get(metric) != direction:
+    """``[val_accuracy, latency]`` or ``{val_accuracy: max, latency: min}``: accuracy and one
+    or two costs, each in its only sensible direction."""
+    names = list(raw)
+    costs = ", ".join(k for k in OBJECTIVE_CHOICES if k != "val_accuracy")
+    for name in names:
+        if not isinstance(name, str) or name not in OBJECTIVE_CHOICES:
+            check.fail(f"objectives.{name}", f"expected val_accuracy and one or two of {costs}")
+        direction = raw[name] if isinstance(raw, dict) else OBJECTIVE_CHOICES[name]
+        if direction != OBJECTIVE_CHOICES[name]:
             check.fail(
-                f"objectives.{metric}",
-                f"expected {direction} (the search optimises val_accuracy: max and flops: min)",
+                f"objectives.{name}",
+                f"expected {OBJECTIVE_CHOICES[name]} (accuracy is maximised, costs minimised)",
             )
-    return dict(raw)
+    if "val_accuracy" not in names or not 2 <= len(set(names)) == len(names) <= 3:
+        check.fail("objectives", f"expected val_accuracy and one or two of {costs}, once each")
+    # accuracy first, the costs in the file's order: one spelling of a search's objectives
+    return {name: OBJECTIVE_CHOICES[name] for name in sorted(names, key="val_accuracy".__ne__)}
 
 
 def _base_config(raw: dict[str, Any], train: dict[str, Any], check: Check) -> TrialConfig:
@@ -196,6 +213,9 @@ def _base_config(raw: dict[str, Any], train: dict[str, Any], check: Check) -> Tr
     base = check.setting(base, "val_fraction", val_fraction, "data.val_fraction")
     for key, value in train.items():
         base = check.setting(base, key, value, f"train.{key}")
+    latency = check.mapping(raw.get("latency", {}), "latency", _LATENCY_KEYS)
+    for key, value in latency.items():
+        base = check.setting(base, f"latency_{key}", value, f"latency.{key}")
     return base
 
 

@@ -34,6 +34,7 @@ from archsearch.tracking.run_ids import MIN_PREFIX, download_run, resolve_run_id
 from archsearch.tracking.store import (
     DEFAULT_DB,
     MODEL_TAG,
+    OBJECTIVES_TAG,
     PARENT_ID_TAG,
     PARENT_TAG,
     PARETO_TAG,
@@ -73,6 +74,7 @@ __all__ = [
     "DEFAULT_DB",
     "MIN_PREFIX",
     "MODEL_TAG",
+    "OBJECTIVES_TAG",
     "PARENT_ID_TAG",
     "PARENT_TAG",
     "PARETO_TAG",

@@ -90,6 +90,8 @@ def child_tags(
         tags["archsearch.node_ip"] = str(metrics["node_ip"])
     if files.history:
         tags["archsearch.phases"] = _phases(files.history)
+    if metrics.get("latency_runtime"):  # how the latency metrics were measured, and where
+        tags["archsearch.latency"] = str(metrics["latency_runtime"])
     if metrics.get("cost_gap_large"):
         tags["archsearch.cost_gap"] = describe_cost_gap(
             metrics["expected_cost_ratio"], metrics["hard_cost_ratio"]

@@ -49,6 +49,8 @@ def trial_row(
         "flops_ratio": metrics.get("flops_ratio"),
         "params": metrics.get("params"),
         "params_ratio": metrics.get("params_ratio"),
+        "latency_ratio": metrics.get("latency_ratio"),
+        "latency_ms": metrics.get("latency_ms"),
         "architecture": tags.get("archsearch.architecture"),
         "config": dict(config),
         "metrics": dict(metrics),

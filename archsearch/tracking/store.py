@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
 from archsearch.errors import ArchSearchError, first_line
+from archsearch.pareto import parse_objectives
 from archsearch.tracking.retry import RetryingClient, drop_busy_records, init_lock, retry_busy
 
 
@@ -40,6 +41,9 @@ DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlruns"
 
 PARENT_TAG = "archsearch.parent"
+#: on the parent run: the search's objectives (``pareto.format_objectives``), so commands that
+#: read the store back compute the fronts the search did
+OBJECTIVES_TAG = "archsearch.objectives"
 TRIAL_TAG = "archsearch.trial_id"
 PARETO_TAG = "archsearch.pareto"
 MODEL_TAG = "archsearch.model_uri"
@@ -212,6 +216,11 @@ class StoredSearch(NamedTuple):
     tracking_uri: str
     experiment_id: str
     parent: Run
+
+    @property
+    def objectives(self) -> dict[str, str]:
+        """The objectives the search ran with (the two defaults for a search before the tag)."""
+        return parse_objectives(self.parent.data.tags.get(OBJECTIVES_TAG))
 
 
 def open_search(

@@ -26,13 +26,8 @@ from mlflow.entities import Param
 
 from archsearch.constraints import Constraint
 from archsearch.errors import first_line
-from archsearch.pareto import (
-    OBJECTIVES,
-    front_csv,
-    hypervolume_2d,
-    hypervolume_axes,
-    non_dominated,
-)
+from archsearch.hypervolume import front_hypervolume
+from archsearch.pareto import OBJECTIVES, format_objectives, front_csv, non_dominated
 from archsearch.tracking.child_run import (
     TrialFiles,
     child_params,
@@ -71,6 +66,7 @@ from archsearch.tracking.rows import (
 )
 from archsearch.tracking.store import (
     MODEL_TAG,
+    OBJECTIVES_TAG,
     PARENT_TAG,
     PARETO_TAG,
     REFERENCE_TAG,
@@ -133,7 +129,11 @@ class SearchTracker:
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=f"search-{datetime.now():%Y%m%d-%H%M%S}",
-                tags={PARENT_TAG: "true", DRIVER_TAG: this_driver()},
+                tags={
+                    PARENT_TAG: "true",
+                    DRIVER_TAG: this_driver(),
+                    OBJECTIVES_TAG: format_objectives(self.objectives),
+                },
             )
             self._refuse_a_twin(run)
             self._log_params(run.info.run_id, search_params, existing={})
@@ -311,17 +311,12 @@ class SearchTracker:
         self._front = front
         self._unranked.clear()
 
-    def hypervolume(self) -> float | None:
-        """Hypervolume of the finished trials over (val_accuracy, flops_ratio) with reference
-        (0, 1): both axes are fractions, so searches on different models compare. None when
-        the objectives have no such 2-D normalised form."""
-        axes = hypervolume_axes(self.objectives)
-        if axes is None:
-            return None
-        keys, directions, reference = axes
-        # only the front dominates area; its flops and flops_ratio fronts are the same runs
-        points = [row_values(self._rows[run_id], keys) for run_id in self._front]
-        return hypervolume_2d(points, directions, reference)
+    def hypervolume(self) -> float:
+        """The project's yardstick of the front (``archsearch.hypervolume``): the share of the
+        box of log10 cost ratios in [-3, 0] and accuracy in [0.1, 1] that the front dominates,
+        in as many dimensions as the search has objectives, so searches on different models
+        and budgets compare."""
+        return front_hypervolume([self._rows[r] for r in self._front], self.objectives)
 
     def front(self) -> list[dict[str, Any]]:
         """The current front as public rows."""
@@ -334,8 +329,8 @@ class SearchTracker:
     def _log_parent_summary(self, *, hypervolume: bool) -> None:
         """``pareto.csv`` and the hypervolume curve (step = finished trials) of the parent."""
         self.client.log_text(self.parent_run_id, front_csv(self._front_rows()), "pareto.csv")
-        value = self.hypervolume() if hypervolume else None
-        if value is not None and self._rows:
+        if hypervolume and self._rows:
+            value = self.hypervolume()
             self.client.log_metric(self.parent_run_id, "hypervolume", value, step=len(self._rows))
 
     # -- the end -------------------------------------------------------------------------
