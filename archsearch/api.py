@@ -93,14 +93,10 @@ def search_spec(
         "resources": {"cpu": cpu, "gpu": gpu},
         "train": dict(train or {}),
     }
-    if init_weights is not None:
-        raw["init"] = {"weights": str(init_weights)}
     optional = {
-        "scheduler": scheduler,
-        "time_budget": time_budget,
-        "constraints": constraints,
-        "objectives": objectives,
-        "latency": latency,
+        "init": None if init_weights is None else {"weights": str(init_weights)},
+        **{"scheduler": scheduler, "time_budget": time_budget, "constraints": constraints},
+        **{"objectives": objectives, "latency": latency},
     }
     raw.update({key: value for key, value in optional.items() if value is not None})
     return spec_from_dict(raw, source=f"search_spec({name!r})")

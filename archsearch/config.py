@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archsearch.errors import ConfigError
+from archsearch.schedules import SCHEDULES
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -109,6 +110,22 @@ class TrialConfig:
     )
     batch_size: int = field(default=128, metadata=_setting("minibatch size"))
     lr: float = field(default=1e-3, metadata=_setting("Adam learning rate of the weights"))
+    lr_schedule: str = field(
+        default="constant",
+        metadata=_setting(
+            "schedule of the weights' rate within each phase: constant, cosine or step "
+            "(x0.1 at 50%% and 75%% of the phase)"
+        ),
+    )
+    lr_warmup_epochs: int = field(
+        default=0, metadata=_setting("epochs of linear rate warm-up at the start of each phase")
+    )
+    weight_decay: float = field(
+        default=0.0, metadata=_setting("decoupled weight decay of the weights (AdamW), not gates")
+    )
+    finetune_lr: float | None = field(
+        default=None, metadata=_setting("learning rate of the fine-tuning phase (default: lr)")
+    )
     gate_lr: float = field(
         default=1e-2, metadata=_setting("Adam learning rate of the gate parameters")
     )
@@ -150,35 +167,21 @@ class TrialConfig:
                 self.penalty_target,
                 "a cost ratio above 0 and at most 1",
             )
-        for key in ("epochs", "batch_size"):
-            _require(getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
-        _require(
-            self.finetune_epochs >= 0, "finetune_epochs", self.finetune_epochs, "an integer >= 0"
-        )
-        if self.pretrain_epochs is not None:
-            _require(
-                self.pretrain_epochs >= 0,
-                "pretrain_epochs",
-                self.pretrain_epochs,
-                "an integer >= 0",
-            )
-        for key in ("lr", "gate_lr"):
-            _require(getattr(self, key) > 0, key, getattr(self, key), "a number > 0")
+        self._check_numbers()
+        choices = {
+            "device": DEVICES,
+            "latency_runtime": LATENCY_RUNTIMES,
+            "lr_schedule": tuple(SCHEDULES),
+        }
+        for key, allowed in choices.items():
+            value = getattr(self, key)
+            _require(value in allowed, key, value, " or ".join(allowed))
         _require(
             0 < self.val_fraction <= 0.5,
             "val_fraction",
             self.val_fraction,
             "a fraction in (0, 0.5]",
         )
-        _require(self.device in DEVICES, "device", self.device, " or ".join(DEVICES))
-        _require(
-            self.latency_runtime in LATENCY_RUNTIMES,
-            "latency_runtime",
-            self.latency_runtime,
-            ", ".join(LATENCY_RUNTIMES),
-        )
-        for key in ("latency_batch", "latency_repeats", "latency_threads"):
-            _require(getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
         if self.init_weights is not None:
             _require(
                 isinstance(self.init_weights, str) and bool(self.init_weights),
@@ -186,6 +189,28 @@ class TrialConfig:
                 self.init_weights,
                 "the path of a weights file",
             )
+
+    def _check_numbers(self) -> None:
+        """Counts at least their minimum, rates above 0, decay at least 0 (None: default)."""
+        minimum = {
+            "epochs": 1,
+            "batch_size": 1,
+            "finetune_epochs": 0,
+            "pretrain_epochs": 0,
+            "lr_warmup_epochs": 0,
+            "latency_batch": 1,
+            "latency_repeats": 1,
+            "latency_threads": 1,
+        }
+        for key, least in minimum.items():
+            value = getattr(self, key)
+            if value is not None:
+                _require(value >= least, key, value, f"an integer >= {least}")
+        for key in ("lr", "gate_lr", "finetune_lr"):
+            value = getattr(self, key)
+            if value is not None:
+                _require(value > 0, key, value, "a number > 0")
+        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
 
     @property
     def resolved_pretrain_epochs(self) -> int:

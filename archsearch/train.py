@@ -32,6 +32,7 @@ from archsearch.errors import DegenerateTrialError
 from archsearch.models import aux_loss_weight, aux_outputs, primary_output
 from archsearch.pruning.cost import CostModel
 from archsearch.pruning.gated_model import GatedModel
+from archsearch.schedules import lr_factor
 
 #: called with each epoch's record (phase, epoch, losses, accuracies, cost ratios)
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -52,9 +53,36 @@ class TrainingRun:
 
 
 def _adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    """Adam with the fused kernel: one pass per tensor instead of ~8. A weight-granularity
-    gate adds one parameter per weight, so the optimizer step is a real share of its cost."""
-    return torch.optim.Adam(groups, fused=True)
+    """AdamW (Adam when no group decays) with the fused kernel: one pass per tensor instead
+    of ~8. A weight-granularity gate adds one parameter per weight, so the optimizer step is
+    a real share of its cost."""
+    return torch.optim.AdamW([{"weight_decay": 0.0, **group} for group in groups], fused=True)
+
+
+def _weights(params: list[nn.Parameter], config: TrialConfig, lr: float) -> dict[str, Any]:
+    """The parameter group of the network's weights: their rate, their decay, and the
+    schedule ``_scheduled`` runs them on (the gates' group has none)."""
+    return {"params": params, "lr": lr, "weight_decay": config.weight_decay, "scheduled": True}
+
+
+def _scheduled(
+    optimizer: torch.optim.Optimizer, run: TrainingRun, epochs: int
+) -> Callable[[int], None]:
+    """Sets the weights' rate for each step of a phase of ``epochs`` (``archsearch.schedules``);
+    returns the per-step setter."""
+    config = run.config
+    per_epoch = math.ceil(run.data.size("train") / config.batch_size)
+    total, warmup = epochs * per_epoch, config.lr_warmup_epochs * per_epoch
+    groups = [g for g in optimizer.param_groups if g.get("scheduled")]
+    for group in groups:
+        group["base_lr"] = group["lr"]
+
+    def set_rate(step: int) -> None:
+        factor = lr_factor(config.lr_schedule, step, total, warmup)
+        for group in groups:
+            group["lr"] = group["base_lr"] * factor
+
+    return set_rate
 
 
 #: the target penalty's logarithm sees at least this share of the target, so a network
@@ -199,7 +227,7 @@ def pretrain(gated: GatedModel, run: TrainingRun) -> list[dict[str, Any]]:
         return []
     gated.gating = False
     try:
-        return _plain_epochs(gated.base, run, "pretrain", epochs)
+        return _plain_epochs(gated.base, run, "pretrain", epochs, run.config.lr)
     finally:
         gated.gating = True
 
@@ -210,10 +238,11 @@ def train_gated(gated: GatedModel, cost: CostModel, run: TrainingRun) -> list[di
     gated.calibrate()
     optimizer = _adam(
         [
-            {"params": list(gated.base.parameters()), "lr": config.lr},
+            _weights(list(gated.base.parameters()), config, config.lr),
             {"params": gated.gate_parameters(), "lr": config.gate_lr * gated.gate_lr_scale},
         ]
     )
+    set_rate = _scheduled(optimizer, run, config.epochs)
     steps_per_epoch = math.ceil(run.data.size("train") / config.batch_size)
     total_steps = max(1, config.epochs * steps_per_epoch - 1)
 
@@ -223,10 +252,17 @@ def train_gated(gated: GatedModel, cost: CostModel, run: TrainingRun) -> list[di
         done = (epoch - 1) * steps_per_epoch + index  # schedules run over all gated epochs
         progress = min(1.0, done / total_steps)
         gated.set_progress(progress)
+        set_rate(done)
         return _gated_step(gated, cost, config, optimizer, (xb, yb), (epoch, done), progress)
 
     gated.train()
-    return _epochs(run, "gated", config.epochs, step, lambda: _gate_summary(gated, cost, run.data))
+    return _epochs(
+        run,
+        "gated",
+        config.epochs,
+        step,
+        lambda: {**_gate_summary(gated, cost, run.data), "lr": optimizer.param_groups[0]["lr"]},
+    )
 
 
 def _gated_step(
@@ -284,20 +320,30 @@ def _gate_summary(gated: GatedModel, cost: CostModel, data: DataSplits) -> dict[
 
 def finetune(model: nn.Module, run: TrainingRun) -> list[dict[str, Any]]:
     """Train the hardened subnetwork; weights that hardening zeroed stay zero."""
-    return _plain_epochs(model, run, "finetune", run.config.finetune_epochs, keep_zeros=True)
+    config = run.config
+    lr = config.finetune_lr if config.finetune_lr is not None else config.lr
+    return _plain_epochs(model, run, "finetune", config.finetune_epochs, lr, keep_zeros=True)
 
 
 def _plain_epochs(
-    model: nn.Module, run: TrainingRun, phase: str, epochs: int, keep_zeros: bool = False
+    model: nn.Module,
+    run: TrainingRun,
+    phase: str,
+    epochs: int,
+    lr: float,
+    keep_zeros: bool = False,
 ) -> list[dict[str, Any]]:
     """Plain cross-entropy training (warm-up and fine-tuning), optionally keeping zeros zero."""
-    optimizer = _adam([{"params": list(model.parameters()), "lr": run.config.lr}])
+    optimizer = _adam([_weights(list(model.parameters()), run.config, lr)])
+    set_rate = _scheduled(optimizer, run, epochs)
+    per_epoch = math.ceil(run.data.size("train") / run.config.batch_size)
     masks = _zero_masks(model) if keep_zeros else {}
     aux_weight = aux_loss_weight(model)
 
     def step(
         xb: torch.Tensor, yb: torch.Tensor, epoch: int, index: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        set_rate((epoch - 1) * per_epoch + index)
         logits, loss = _classification_loss(model(xb), yb, aux_weight)
         _check_finite(loss, phase, epoch, index)
         optimizer.zero_grad(set_to_none=True)
@@ -308,7 +354,14 @@ def _plain_epochs(
 
     model.train()
     return _epochs(
-        run, phase, epochs, step, lambda: {"val_accuracy": accuracy(model, run.data, "val")}
+        run,
+        phase,
+        epochs,
+        step,
+        lambda: {
+            "val_accuracy": accuracy(model, run.data, "val"),
+            "lr": optimizer.param_groups[0]["lr"],
+        },
     )
 
 

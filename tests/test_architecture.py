@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "progress": 0,
     "pareto": 0,
     "rungs": 0,
+    "schedules": 0,
     "user_code": 0,
     "gates": 1,
     "models": 1,

@@ -65,6 +65,15 @@ def test_bundled_spaces_load(path: Path) -> None:
     assert {"gate", "granularity", "penalty.lambda"} <= names
 
 
+@pytest.mark.parametrize(
+    "path", [p for p in SPACES if "lenet5" not in p.stem and "resnet" not in p.stem]
+)
+def test_bundled_mlp_spaces_search_input_gating_with_neurons(path: Path) -> None:
+    """A structured MLP front needs its inputs gated: the first layer holds most FLOPs."""
+    param = next(p for p in load_spec(path).params if p.name == "gate_inputs")
+    assert set(param.values) == {False, True} and param.when == ("granularity", ("neuron",))
+
+
 def test_quickstart_searches_every_gate_on_digits() -> None:
     spec = load_spec(Path(__file__).parent.parent / "search_spaces" / "quickstart.yaml")
     gates = next(p for p in spec.params if p.name == "gate")

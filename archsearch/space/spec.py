@@ -69,6 +69,9 @@ SPACE_FIELDS: dict[str, str] = {
     "penalty.target": "penalty_target",
     "lr": "lr",
     "gate_lr": "gate_lr",
+    "lr_schedule": "lr_schedule",
+    "weight_decay": "weight_decay",
+    "finetune_lr": "finetune_lr",
 }
 
 #: granularities that gate neurons, the only ones input gating applies to
