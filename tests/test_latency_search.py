@@ -122,16 +122,6 @@ def test_a_three_objective_search_times_every_trial_and_tags_the_3d_front(tmp_pa
     assert "% of dense at batch 1" in exported.stdout  # the trial's measurement, by the FLOPs
 
 
-@pytest.mark.slow
-def test_a_params_search_fronts_accuracy_against_parameters(tmp_path: Path) -> None:
-    objectives = {"val_accuracy": "max", "params": "min"}
-    _client, finished, parent = _search(tmp_path, "params", objectives=objectives, trials=4)
-    tagged = {r.info.run_id for r in finished if r.data.tags["archsearch.pareto"] == "true"}
-    assert tagged == _front_by_brute_force(finished, objectives)
-    assert parent.data.tags["archsearch.objectives"] == "val_accuracy:max,params:min"
-    assert all("latency_ratio" not in r.data.metrics for r in finished)  # runtime: off
-
-
 def test_latency_as_an_objective_needs_a_runtime(tmp_path: Path) -> None:
     raw = tiny_space(objectives=["val_accuracy", "latency"], latency={"runtime": "off"})
     done = run_cli_subprocess(tmp_path, "search", str(write_space(tmp_path, raw)))

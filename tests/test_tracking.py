@@ -247,6 +247,24 @@ def test_the_front_kept_trial_by_trial_equals_the_front_of_all(store, client, tr
     assert expected_volume > 0 and tracker.hypervolume() == pytest.approx(expected_volume)
 
 
+def test_a_params_objective_fronts_accuracy_against_parameters(store, client, trials) -> None:
+    """``objectives: [val_accuracy, params]``: the tags are the front over those two, a run
+    with fewer FLOPs but more parameters is off it, and the parent records the choice."""
+    params, folder, metrics = trials[0]
+    objectives = {"val_accuracy": "max", "params": "min"}
+    tracker = SearchTracker("by-params", tracking_uri=store, objectives=objectives)
+    points = {"small": (0.80, 100, 900), "cheap": (0.80, 500, 100), "best": (0.95, 400, 800)}
+    ids = {}
+    for name, (accuracy, n_params, flops) in points.items():
+        point = {**metrics, "val_accuracy": accuracy, "params": n_params, "flops": flops}
+        ids[name] = tracker.log_trial(name, params, metrics=point, trial_dir=folder)
+    runs = {r.info.run_id: r for r in _children(client, tracker)}
+    tagged = {n for n, i in ids.items() if runs[i].data.tags["archsearch.pareto"] == "true"}
+    assert tagged == {"small", "best"}  # "cheap" has the fewest FLOPs, not the fewest params
+    parent = client.get_run(tracker.parent_run_id)
+    assert parent.data.tags["archsearch.objectives"] == "val_accuracy:max,params:min"
+
+
 def test_parent_run_holds_front_csv_and_hypervolume_curve(search, client, tmp_path) -> None:
     tracker = search["tracker"]
     front = {r["run_id"] for r in tracker.front()}
