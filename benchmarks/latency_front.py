@@ -84,12 +84,15 @@ def main() -> None:
     parser.add_argument("--budget", default="8m")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="keep the MLflow store and Ray state here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     report = []
     with tempfile.TemporaryDirectory(prefix="archsearch-latency-front-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         for cost in ("flops", "latency"):
-            report += [*describe(cost, run(cost, Path(tmp), args)), ""]
+            report += [*describe(cost, run(cost, folder, args)), ""]
     print("\n".join(report))
 
 
