@@ -47,6 +47,7 @@ concurrency: {concurrency}
 sampler: {{name: {sampler}, seed: 0}}
 resources: {{cpu: 1}}
 train: {{epochs: 1, finetune_epochs: 0, batch_size: 64, gate_lr: 0.1}}
+latency: {{runtime: off}}   # orchestration is measured here, not the trials' own timing
 space:
   gate: [hard_concrete, arm, trainable_gate]
   granularity: [neuron]

@@ -128,3 +128,24 @@ def test_latency_as_an_objective_needs_a_runtime(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "latency.runtime: off, but latency is an objective" in done.stderr
+
+
+def test_latency_off_unquoted_in_yaml_turns_timing_off(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``off`` as false; the file means the runtime named off."""
+    from archsearch.space import load_spec
+
+    text = (
+        "name: t\nmodel: {name: mlp}\ndata: {name: digits}\nlatency: {runtime: off}\n"
+        "space: {gate: [arm]}\n"
+    )
+    assert load_spec(write_space(tmp_path, text)).base.latency_runtime == "off"
+    bad = text.replace("runtime: off", "runtime: on")
+    assert "latency.runtime" in " ".join(_space_error_text(tmp_path, bad))
+
+
+def _space_error_text(folder: Path, text: str) -> list[str]:
+    from archsearch.space import SpaceError, load_spec
+
+    with pytest.raises(SpaceError) as caught:
+        load_spec(write_space(folder, text, name="bad.yaml"))
+    return str(caught.value).splitlines()

@@ -156,9 +156,6 @@ def quiet_ray() -> Iterator[None]:
     """The user reads our one line per trial; Ray's tables, tracebacks of failed trials
     (MLflow keeps them) and its save-state chatter would bury it."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter honours verbose=0
-    # Save the experiment state at least every second (Ray's default is 10 s or more), so a
-    # driver killed hard loses no trial that already reached MLflow.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     quieter = {"ray.tune": logging.CRITICAL, "mlflow": logging.WARNING}
     loggers = {logging.getLogger(name): level for name, level in quieter.items()}
     saved = {logger: logger.level for logger in loggers}

@@ -58,9 +58,11 @@ DEFAULT_STORAGE = "ray_results"
 
 #: how often (seconds, at most) Ray saves the experiment's state. Its default ("auto": 10 s
 #: or more) lets a trial that starts and ends between two saves be unknown to a resumed
-#: search, which then runs a replacement: MOASHA makes such short trials (stopped after one
-#: epoch). ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins.
-EXPERIMENT_SAVE_PERIOD = "2"
+#: search, which then runs a replacement (MOASHA makes such short trials, stopped after one
+#: epoch), and a driver killed hard would lose trials that already reached MLflow. Each save
+#: writes every trial, so its cost grows with the search (benchmarks/RESULTS.md, "Faults and
+#: load"). ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins.
+EXPERIMENT_SAVE_PERIOD = "1"
 
 
 @dataclass

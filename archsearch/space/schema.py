@@ -65,7 +65,7 @@ _MODEL_KEYS = {"name": str, "options": dict}
 _INIT_KEYS = {"weights": str}
 _DATA_KEYS = {"name": str, "root": str | None, "val_fraction": float, "options": dict}
 _SAMPLER_KEYS = {"name": str, "seed": int}
-_LATENCY_KEYS = {"runtime": str, "batch": int, "repeats": int, "threads": int}
+_LATENCY_KEYS = {"runtime": str | bool, "batch": int, "repeats": int, "threads": int}
 _RESOURCE_KEYS = {"cpu": float, "gpu": float}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -213,7 +213,9 @@ def _base_config(raw: dict[str, Any], train: dict[str, Any], check: Check) -> Tr
     base = check.setting(base, "val_fraction", val_fraction, "data.val_fraction")
     for key, value in train.items():
         base = check.setting(base, key, value, f"train.{key}")
-    latency = check.mapping(raw.get("latency", {}), "latency", _LATENCY_KEYS)
+    latency = dict(check.mapping(raw.get("latency", {}), "latency", _LATENCY_KEYS))
+    if latency.get("runtime") is False:  # YAML 1.1 reads an unquoted ``off`` as false
+        latency["runtime"] = "off"
     for key, value in latency.items():
         base = check.setting(base, f"latency_{key}", value, f"latency.{key}")
     return base
