@@ -85,13 +85,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="keep the MLflow store and Ray state here")
+    parser.add_argument("--costs", nargs="+", default=["flops", "latency"])
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     report = []
     with tempfile.TemporaryDirectory(prefix="archsearch-latency-front-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        for cost in ("flops", "latency"):
+        for cost in args.costs:
             report += [*describe(cost, run(cost, folder, args)), ""]
     print("\n".join(report))
 
