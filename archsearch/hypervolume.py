@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from archsearch.pareto import non_dominated
+from archsearch.pareto import non_dominated, ratio_key
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def normalised_point(row: Mapping[str, Any], objectives: Mapping[str, str]) -> l
             value = _finite(row.get(name))
             coordinate = None if value is None else 1.0 - _unit(value, YARDSTICK.accuracy)
         elif direction == "min":
-            ratio = _finite(row.get(f"{name.removesuffix('_ratio')}_ratio"))
+            ratio = _finite(row.get(ratio_key(name)))
             coordinate = None if ratio is None else _log_cost(ratio)
         else:
             raise ValueError(
