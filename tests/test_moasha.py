@@ -9,6 +9,7 @@ non-dominated rank, then accuracy, cost and arrival.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
 import signal
@@ -239,7 +240,9 @@ def _wait_for_saved_stop(folder: Path, process, timeout: float) -> None:
 @pytest.mark.slow
 def test_moasha_search_stops_trials_and_resumes_after_a_kill(tmp_path: Path) -> None:
     write_space(tmp_path, SPACE)
-    first, log = start_cli(tmp_path, "search", "space.yaml")
+    # Ray's own save period (10 s or more) could let the search end before a stop is saved
+    frequent_saves = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    first, log = start_cli(tmp_path, "search", "space.yaml", env=frequent_saves)
     try:
         wait_for_log(log, r"^\[.*stopped\] .* -> stopped at epoch \d+ \(rung\)", first, 300)
         _wait_for_saved_stop(tmp_path, first, 60)

@@ -47,7 +47,7 @@ from archsearch.search.resume import (
     with_overrides,
     write_settings,
 )
-from archsearch.search.searcher import StudySearch
+from archsearch.search.searcher import StudySearch, live_logged
 from archsearch.search.searcher import make_sampler as make_sampler  # where tests find it
 from archsearch.search.worker import RetryPolicy, trainable
 from archsearch.space import SearchSpec
@@ -56,13 +56,13 @@ from archsearch.trial import load_data, measure_reference
 
 DEFAULT_STORAGE = "ray_results"
 
-#: how often (seconds, at most) Ray saves the experiment's state. Its default ("auto": 10 s
-#: or more) lets a trial that starts and ends between two saves be unknown to a resumed
-#: search, which then runs a replacement (MOASHA makes such short trials, stopped after one
-#: epoch), and a driver killed hard would lose trials that already reached MLflow. Each save
-#: writes every trial, so its cost grows with the search (benchmarks/RESULTS.md, "Faults and
-#: load"). ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins.
-EXPERIMENT_SAVE_PERIOD = "1"
+#: how often Ray saves the experiment's state: its own default, "auto" (every 10 s or more,
+#: at most 5% of the time spent saving). Each save writes every trial, so a fixed 1 s period
+#: made the driver's cost per trial grow with the search (benchmarks/RESULTS.md, "Faults and
+#: load"). What a driver killed between two saves loses is the trials Ray did not yet know:
+#: those that ended are in MLflow and a resumed search counts them (``live_logged``); those
+#: still running start again. ``TUNE_GLOBAL_CHECKPOINT_S`` set by the user wins.
+EXPERIMENT_SAVE_PERIOD = "auto"
 
 
 @dataclass
@@ -176,6 +176,7 @@ def _run(
             live_callbacks(callbacks),
             live_budget(budget),
             live_book(book),
+            live_logged(tracker.logged_trial_ids()),
             _save_period(EXPERIMENT_SAVE_PERIOD),
             contextlib.suppress(KeyboardInterrupt),
         ):

@@ -20,14 +20,22 @@ Two things Ray's ``OptunaSearch.on_trial_complete`` cannot know, and what it wou
   it (through Ray's suggest captor, which passes every other attribute through), and keeps its
   ``set_constraint`` until the trial's result arrives. (``constraints_func``, the older way,
   is deprecated since Optuna 5.0.)
+
+And one thing a resumed search knows that Ray's saved state may not: **trials that ended after
+Ray's last save.** Ray saves the experiment every few seconds (its own period); a driver killed
+between two saves restores a searcher that never suggested the trials started since. Those that
+also ended are in MLflow already, so the driver hands their ids over (``live_logged``) and the
+searcher suggests that many fewer: the search ends with the trials asked for, not more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from archsearch.constraints import constraint_values
@@ -36,6 +44,20 @@ from archsearch.space import SAMPLERS, SearchSpec
 
 #: sets one constraint value on an Optuna trial (its bound ``set_constraint``)
 SetConstraint = Callable[[str, float], None]
+
+#: the trial ids the store held as ended when this driver started; read by a restored
+#: searcher, which is unpickled inside ``fit`` and cannot be handed them otherwise
+_LIVE_LOGGED: list[frozenset[str]] = []
+
+
+@contextlib.contextmanager
+def live_logged(trial_ids: frozenset[str]) -> Iterator[None]:
+    """Tell the searcher of this driver's ``fit`` which trials the store already holds."""
+    _LIVE_LOGGED[:] = [trial_ids]
+    try:
+        yield
+    finally:
+        _LIVE_LOGGED.clear()
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -64,6 +86,7 @@ class StudySearch(OptunaSearch):
         self._define = _DefineByRun(spec)
         self._objectives = list(spec.objectives)
         self._constraints = spec.constraints
+        self._trials = spec.trials
         self._set_constraint: dict[str, SetConstraint] = {}
         #: the Optuna study, once the first trial is sampled (for tests and inspection)
         self.study: optuna.Study | None = None
@@ -74,12 +97,20 @@ class StudySearch(OptunaSearch):
             sampler=make_sampler(spec.sampler, spec.seed),
         )
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if len(self._ot_trials) + len(self.unknown_logged()) >= self._trials:
+            return Searcher.FINISHED  # the rest ran before Ray's last save knew of them
         config = super().suggest(trial_id)
         if self._define.last is not None:
             self._set_constraint[trial_id], self.study = self._define.last
             self._define.last = None
         return config
+
+    def unknown_logged(self) -> frozenset[str]:
+        """Trials the store holds that this searcher never suggested (as far as the state it
+        was restored from knows)."""
+        logged = _LIVE_LOGGED[0] if _LIVE_LOGGED else frozenset()
+        return logged - self._ot_trials.keys()
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False

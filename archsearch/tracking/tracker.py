@@ -275,6 +275,12 @@ class SearchTracker:
         with self._lock:
             return trial_id in self._logged
 
+    def logged_trial_ids(self) -> frozenset[str]:
+        """The trials this search's store holds as ended: what a resumed search counts as
+        done even where Ray's last saved state does not know them."""
+        with self._lock:
+            return frozenset(self._logged)
+
     def summary(self, run_id: str) -> dict[str, Any]:
         """What a progress line needs about a just-logged trial and the search so far."""
         with self._lock:
