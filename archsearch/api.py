@@ -65,12 +65,15 @@ def search_spec(
     constraints: dict[str, dict[str, float]] | None = None,
     objectives: list[str] | dict[str, str] | None = None,
     latency: dict[str, Any] | None = None,
+    reference: dict[str, Any] | None = None,
+    init_from: str | None = None,
 ) -> SearchSpec:
     """A search spec from keyword arguments: the same sections a space file holds (``space``
     is its ``space:`` mapping, ``train`` its ``train:`` one, ``scheduler`` e.g. ``{"name":
     "moasha", "grace_epochs": 1, "eta": 3}``, ``time_budget`` e.g. ``"30m"``, ``constraints``
     e.g. ``{"val_accuracy": {"min": 0.8}}``, ``objectives`` e.g. ``["val_accuracy",
-    "latency"]``, ``latency`` e.g. ``{"runtime": "torch", "batch": 32}``), checked exactly as
+    "latency"]``, ``latency`` e.g. ``{"runtime": "torch", "batch": 32}``, ``reference`` e.g.
+    ``{"train": False}``, ``init_from`` ``"scratch"`` or ``"reference"``), checked exactly as
     a file is; every mistake is one ``SpaceError`` line naming the key. Relative
     ``data_root`` and ``init_weights`` are resolved against the working folder, as in a file."""
     from archsearch.space import spec_from_dict
@@ -93,8 +96,11 @@ def search_spec(
         "resources": {"cpu": cpu, "gpu": gpu},
         "train": dict(train or {}),
     }
+    init = {"weights": str(init_weights)} if init_weights is not None else {}
+    init.update({"from": init_from} if init_from is not None else {})
     optional = {
-        "init": None if init_weights is None else {"weights": str(init_weights)},
+        "init": init or None,
+        "reference": reference,
         **{"scheduler": scheduler, "time_budget": time_budget, "constraints": constraints},
         **{"objectives": objectives, "latency": latency},
     }
@@ -124,8 +130,9 @@ def front(name: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
 
 
 def reference(name: str, tracking_uri: str | None = None) -> dict[str, Any] | None:
-    """The dense reference (``val_accuracy``, ``test_accuracy``, ``flops``) of the most recent
-    search named ``name``, when it started from trained weights; else None."""
+    """The dense reference of the most recent search named ``name`` (``source``: ``trained``
+    by the search or ``loaded`` from ``init.weights``; ``val_accuracy``, ``test_accuracy``,
+    ``flops``, and ``params``, ``train_seconds`` where logged), or None when it has none."""
     from archsearch.tracking import search_reference
 
     return search_reference(name, tracking_uri)

@@ -118,8 +118,8 @@ def collect(
             "objectives": objectives,
             "counts": _counts(rows),
             "hypervolume": _hypervolume_history(client, parent.info.run_id),
-            # the loaded dense network, when the search started from trained weights: drawn
-            # as a horizontal line, the accuracy a pruned network is measured against
+            # the dense reference (trained once by the search, or loaded from init.weights):
+            # a horizontal line, and each trial's test accuracy below it in its details
             "reference": reference_from_run(parent),
             "runs": rows,
         }

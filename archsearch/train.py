@@ -325,6 +325,16 @@ def finetune(model: nn.Module, run: TrainingRun) -> list[dict[str, Any]]:
     return _plain_epochs(model, run, "finetune", config.finetune_epochs, lr, keep_zeros=True)
 
 
+def train_dense(model: nn.Module, run: TrainingRun) -> list[dict[str, Any]]:
+    """The dense reference of a search: a trial's schedule without its gates, ``epochs`` at
+    ``lr`` then ``finetune_epochs`` at the fine-tuning rate, each phase on its own schedule,
+    so the pruned networks are compared with a network trained as long and in the same way."""
+    config = run.config
+    history = _plain_epochs(model, run, "dense", config.epochs, config.lr)
+    lr = config.finetune_lr if config.finetune_lr is not None else config.lr
+    return history + _plain_epochs(model, run, "finetune", config.finetune_epochs, lr)
+
+
 def _plain_epochs(
     model: nn.Module,
     run: TrainingRun,

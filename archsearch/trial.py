@@ -51,6 +51,7 @@ from archsearch.train import (
     accuracy,
     finetune,
     pretrain,
+    train_dense,
     train_gated,
 )
 
@@ -150,6 +151,46 @@ def measure_reference(config: TrialConfig, data: DataSplits | None = None) -> di
         "test_accuracy": accuracy(model, data, "test"),
         "flops": count_flops(model, data.input_shape).total,
     }
+
+
+@dataclass
+class DenseReference:
+    """The dense network a search compares its pruned trials with: its figures (validation
+    and test accuracy, FLOPs, parameters, training seconds) and, when trained here, its
+    weights (CPU tensors; ``init: {from: reference}`` starts the trials from them)."""
+
+    metrics: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+
+
+def dense_reference(
+    config: TrialConfig, data: DataSplits | None = None, threads: int | None = None
+) -> DenseReference:
+    """The search's dense reference: the network of ``init_weights`` measured as loaded, or,
+    without them, the network a trial starts from (same seed) trained without gates on the
+    trial's schedule (``train.train_dense``: ``epochs`` + ``finetune_epochs``). ``threads``:
+    torch's, as a search trial sets them (the search runs this as a Ray task)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    data = _to_device(data or load_data(config), device)
+    model = build_model(config, data.input_shape, data.num_classes).to(device)
+    trained = config.init_weights is None
+    started = time.perf_counter()
+    if trained:
+        train_dense(model, TrainingRun(config, data, torch.Generator().manual_seed(config.seed)))
+    metrics = {
+        "val_accuracy": accuracy(model, data, "val"),
+        "test_accuracy": accuracy(model, data, "test"),
+        "flops": count_flops(model.eval(), data.input_shape).total,
+        "params": count_params(model) - aux_head_params(model),
+    }
+    if not trained:
+        return DenseReference(metrics, {})
+    metrics["train_seconds"] = time.perf_counter() - started
+    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return DenseReference(metrics, weights)
 
 
 def _build(config: TrialConfig, data: DataSplits, device: torch.device) -> _Built:

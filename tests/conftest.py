@@ -47,6 +47,8 @@ TINY_SPACE: dict[str, Any] = {
     "train": {"epochs": 2, "finetune_epochs": 0, "batch_size": 32, "gate_lr": 0.1},
     # about 1 s of timing per trial; the searches that test latency turn it on
     "latency": {"runtime": "off"},
+    # a Ray task per search that holds a trial's slot; tests/test_reference.py turns it on
+    "reference": {"train": False},
     "space": {
         "gate": ["hard_concrete", "arm"],
         "granularity": ["neuron"],

@@ -30,6 +30,9 @@ LAYERS: dict[str, int] = {
     "rungs": 0,
     "schedules": 0,
     "user_code": 0,
+    "store_file": 0,
+    "run_rows": 0,
+    "sqlite_runs": 0,
     "gates": 1,
     "models": 1,
     "onnx_graph": 1,
@@ -212,9 +215,11 @@ def test_read_only_commands_do_not_import_ray() -> None:
 
 def test_help_and_the_pareto_parser_import_neither_torch_ray_nor_mlflow() -> None:
     """``archsearch --help`` answers at once: building every command's parser (and parsing a
-    ``pareto`` command line) loads none of the heavy stacks; they load when a command runs."""
+    ``pareto`` command line) loads none of the heavy stacks; they load when a command runs.
+    Nor do the modules ``pareto`` reads a local store with (``tests/test_pareto_fast.py``
+    runs it on one)."""
     script = (
-        "import sys, archsearch.cli;"
+        "import sys, archsearch.cli, archsearch.sqlite_runs, archsearch.run_rows;"
         "archsearch.cli.build_parser().parse_args(['pareto', 'x', '--csv']);"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'mlflow'}))"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from archsearch.commands._common import add_budget, add_tracking_uri, budget_of, no_fit_error
 from archsearch.errors import ConfigError
@@ -25,8 +25,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "Print the trials of the most recent search of experiment NAME (the search "
             "space's `name`) that no other trial beats on both validation accuracy and "
             "FLOPs, cheapest first, read from the MLflow store the search logged to. A search "
-            "that started from trained weights (init.weights) adds the loaded dense "
-            "network's accuracy and FLOPs as a reference line under the table. "
+            "with a dense reference (the dense network it trained once, or the one "
+            "init.weights loaded) shows it as a line under the table, and each trial's "
+            "'test drop': percentage points of test accuracy below it (test, not validation: "
+            "the front is chosen on validation accuracy). "
             "--max-flops-ratio and --min-accuracy keep the front members that fit, best "
             "(highest validation accuracy) first: only front members are listed, since the "
             "best model that fits a budget is always on the front (a trial beating it would "
@@ -53,11 +55,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.pareto import format_reference
-    from archsearch.tracking import search_reference
+    from archsearch.pareto import format_reference, with_accuracy_drop
 
     budget = budget_of(args)
-    groups = _fronts(args.name, args.tracking_uri, args.by)
+    search = _read(args.name, args.tracking_uri)
+    groups = {  # each row's test accuracy below the dense reference, when there is one
+        group: with_accuracy_drop(rows, search.reference)
+        for group, rows in _fronts(search, args.by).items()
+    }
     chosen = {group: _chosen(rows, budget) for group, rows in groups.items()}
     if budget and not any(chosen.values()):
         every = [row for rows in groups.values() for row in rows]
@@ -67,22 +72,53 @@ def run(args: argparse.Namespace) -> int:
         _print_machine(chosen, as_json=args.json)
         return 0
     _print_tables(groups, chosen, budget, args.by)
-    reference = format_reference(search_reference(args.name, args.tracking_uri))
+    reference = format_reference(search.reference)
     if reference:
         print(reference)
     return 0
 
 
-def _fronts(name: str, tracking_uri: str | None, by: str | None) -> dict[str, list[dict]]:
-    """``{"": overall front}``, or the front of each value of ``by``."""
-    from archsearch.pareto import fronts_by
-    from archsearch.tracking import front_rows, open_search, rows_of_search
+class _Search(NamedTuple):
+    """What the command prints from: every finished trial's row (with ``on_front``, as the
+    search tagged it), the objectives it ran with and its dense reference."""
 
-    if by is None:
-        return {"": front_rows(name, tracking_uri)}
+    rows: list[dict[str, Any]]
+    objectives: dict[str, str]
+    reference: dict[str, Any] | None
+
+
+def _read(name: str, tracking_uri: str | None) -> _Search:
+    """The latest search of ``name``: straight from the file of a local SQLite store
+    (``sqlite_runs``: MLflow's import was most of the command's time), else through MLflow,
+    which also words every error (no store, no experiment, no search); both give the same
+    rows (``tests/test_pareto_fast.py``)."""
+    from archsearch.pareto import parse_objectives
+    from archsearch.run_rows import OBJECTIVES_TAG, reference_from_run, rows_of_runs
+    from archsearch.sqlite_runs import read_search
+    from archsearch.store_file import resolve_tracking_uri
+
+    found = read_search(resolve_tracking_uri(tracking_uri), name)
+    if found is not None:
+        objectives = parse_objectives(found.parent.data.tags.get(OBJECTIVES_TAG))
+        return _Search(rows_of_runs(found.children), objectives, reference_from_run(found.parent))
+    from archsearch.tracking import open_search, rows_of_search
+    from archsearch.tracking import reference_from_run as reference_of_parent
+
     search = open_search(name, tracking_uri)
-    rows = [{k: v for k, v in row.items() if k != "on_front"} for row in rows_of_search(search)]
-    return fronts_by(rows, by, search.objectives)
+    return _Search(rows_of_search(search), search.objectives, reference_of_parent(search.parent))
+
+
+def _fronts(search: _Search, by: str | None) -> dict[str, list[dict]]:
+    """``{"": overall front}`` (the members the search tagged), or the front of each value of
+    ``by``, computed over the search's objectives."""
+    from archsearch.pareto import fronts_by
+
+    rows = [
+        {key: value for key, value in row.items() if key != "on_front"}
+        for row in search.rows
+        if by or row["on_front"]
+    ]
+    return fronts_by(rows, by, search.objectives) if by else {"": rows}
 
 
 def _chosen(rows: list[dict[str, Any]], budget: Budget) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ from ray.tune.schedulers import FIFOScheduler
 
 from archsearch.data import DataSplits
 from archsearch.durations import format_duration
-from archsearch.pareto import format_reference
 from archsearch.search.budget import BudgetStopper, TimeBudget, live_budget
 from archsearch.search.callbacks import (
     LiveCallbacks,
@@ -40,6 +39,7 @@ from archsearch.search.callbacks import (
 )
 from archsearch.search.cluster import quiet_ray, ray_session, require_resources
 from archsearch.search.moasha import MoashaScheduler, RungBook, RungBookKeeper, live_book
+from archsearch.search.reference import start_reference
 from archsearch.search.resume import (
     mark_budget_ended,
     require_fresh,
@@ -52,7 +52,7 @@ from archsearch.search.searcher import make_sampler as make_sampler  # where tes
 from archsearch.search.worker import RetryPolicy, trainable
 from archsearch.space import SearchSpec
 from archsearch.tracking import SearchTracker, check_reachable, resolve_tracking_uri
-from archsearch.trial import load_data, measure_reference
+from archsearch.trial import load_data
 
 DEFAULT_STORAGE = "ray_results"
 
@@ -167,7 +167,7 @@ def _run(
     on_progress(_banner(spec, path, uri, tracker.parent_run_id, resume, budget))
     write_settings(spec, path, uri)
     try:
-        _measure_reference(spec, tracker, data, on_progress)
+        spec = _measure_reference(spec, tracker, path, budget, on_progress)
         # A second Ctrl-C raises out of fit: Ray skips its final save, and the last one holds.
         # retry first: it decides before the others see a trial; the keeper last, always (Ray
         # restores callback states by position)
@@ -241,17 +241,13 @@ def _stop_reason(book: RungBook, budget: TimeBudget) -> Callable[[str], str | No
 
 
 def _measure_reference(
-    spec: SearchSpec, tracker: SearchTracker, data: DataSplits | None, on_progress: ProgressFn
-) -> None:
-    """A search that starts from trained dense weights measures that dense network once, on
-    the driver, before the first trial: the accuracy every pruned trial is compared with.
-    A resumed search keeps the values its parent run holds."""
-    if not spec.base.init_weights or tracker.reference() is not None:
-        return
-    on_progress(f"measuring the dense network loaded from {spec.base.init_weights} ...")
-    values = measure_reference(spec.base, data if data is not None else load_data(spec.base))
-    tracker.log_reference(values)
-    on_progress(format_reference(values) or "")
+    spec: SearchSpec, tracker: SearchTracker, path: Path, budget: TimeBudget, emit: ProgressFn
+) -> SearchSpec:
+    """The dense network every pruned trial is compared with, once per search: trained (or
+    measured, from ``init.weights``) as a Ray task beside the trials, or before them when
+    they start from it (``init: {from: reference}``); a resumed search keeps the one its
+    parent run holds (``archsearch.search.reference``). Returns the spec the trials run."""
+    return start_reference(spec, tracker, path, budget, emit)
 
 
 def _log_dashboard(tracker: SearchTracker, name: str) -> None:

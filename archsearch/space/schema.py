@@ -25,7 +25,7 @@ from archsearch.space.check import Check
 from archsearch.space.params import read_params
 from archsearch.space.policy import read_constraints, read_scheduler, read_time_budget
 from archsearch.space.preflight import check_model
-from archsearch.space.spec import SAMPLERS, SearchSpec
+from archsearch.space.spec import INIT_FROM, SAMPLERS, SearchSpec
 
 #: TrialConfig fields that come from the model and data sections, not from ``train``
 _SECTION_FIELDS = (
@@ -59,10 +59,12 @@ _TOP_LEVEL: dict[str, Any] = {
     "time_budget": str | float,
     "constraints": dict,
     "latency": dict,
+    "reference": dict,
 }
 _REQUIRED = ("name", "model", "data", "space")
 _MODEL_KEYS = {"name": str, "options": dict}
-_INIT_KEYS = {"weights": str}
+_INIT_KEYS = {"weights": str, "from": str}
+_REFERENCE_KEYS = {"train": bool}
 _DATA_KEYS = {"name": str, "root": str | None, "val_fraction": float, "options": dict}
 _SAMPLER_KEYS = {"name": str, "seed": int}
 _LATENCY_KEYS = {"runtime": str | bool, "batch": int, "repeats": int, "threads": int}
@@ -152,6 +154,7 @@ def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
         scheduler=read_scheduler(raw.get("scheduler", {}), base, check),
         time_budget=read_time_budget(raw.get("time_budget"), check),
         constraints=read_constraints(raw.get("constraints", {}), check),
+        **_reference_settings(raw, base, check),
     )
     _check_run_shape(spec, check)
     if "latency" in spec.objectives and base.latency_runtime == "off":
@@ -219,6 +222,27 @@ def _base_config(raw: dict[str, Any], train: dict[str, Any], check: Check) -> Tr
     for key, value in latency.items():
         base = check.setting(base, f"latency_{key}", value, f"latency.{key}")
     return base
+
+
+def _reference_settings(raw: dict[str, Any], base: TrialConfig, check: Check) -> dict[str, Any]:
+    """``reference: {train: false}`` and ``init: {from: reference}``. The trials can start
+    from the reference only when the search trains one; with ``init.weights`` they already
+    start from the loaded network (which is the reference then)."""
+    train = check.mapping(raw.get("reference", {}), "reference", _REFERENCE_KEYS).get("train")
+    start = raw.get("init", {}).get("from", "scratch")
+    if start not in INIT_FROM:
+        check.fail("init.from", f"expected {' or '.join(INIT_FROM)}, got {start!r}")
+    if start == "reference" and base.init_weights is not None:
+        check.fail(
+            "init.from",
+            "reference, but init.weights is given: the trials start from those weights (the "
+            "search's reference then); keep one of the two",
+        )
+    if start == "reference" and train is False:
+        check.fail(
+            "init.from", "reference needs the dense reference trained: remove reference.train"
+        )
+    return {"reference_train": train is not False, "init_from": start}
 
 
 def _train_fields() -> dict[str, Any]:

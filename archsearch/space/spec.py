@@ -35,6 +35,9 @@ SAMPLERS: dict[str, str] = {
 #: a space file's ``scheduler.name``: every trial to its end, or MOASHA's rungs
 SCHEDULERS = ("fifo", "moasha")
 
+#: a space file's ``init.from``: what a trial's dense network starts as before gating
+INIT_FROM = ("scratch", "reference")
+
 
 @dataclass(frozen=True)
 class SchedulerSpec:
@@ -148,6 +151,11 @@ class SearchSpec:
     time_budget: float | None = None
     #: bounds a trial's result must meet to be on the front, also told to the sampler
     constraints: tuple[Constraint, ...] = ()
+    #: ``reference.train``: train the dense network once per search (without ``init.weights``)
+    reference_train: bool = True
+    #: ``init.from``: trials start from scratch (the seed's initialisation) or from the
+    #: weights of the dense reference the search trained
+    init_from: str = "scratch"
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Define-by-run space for Optuna: conditions are read from values already drawn."""
@@ -188,4 +196,7 @@ class SearchSpec:
             **self.scheduler.describe(),
             **({"time_budget": self.time_budget} if self.time_budget is not None else {}),
             **describe_constraints(self.constraints),
+            # only when not the default, so searches started before these keys resume
+            **({} if self.reference_train else {"reference.train": False}),
+            **({"init.from": self.init_from} if self.init_from != "scratch" else {}),
         }

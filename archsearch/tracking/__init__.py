@@ -17,15 +17,12 @@
 Importing this package imports neither Ray nor Torch, so the read-only commands start fast.
 """
 
+from archsearch.run_rows import REFERENCE_KEYS, param_from_text, public_row, reference_from_run
 from archsearch.tracking.model_log import log_pytorch_model
 from archsearch.tracking.outage import StoreOutage
 from archsearch.tracking.rows import (
-    REFERENCE_KEYS,
     front_candidate,
     front_rows,
-    param_from_text,
-    public_row,
-    reference_from_run,
     rows_of_search,
     search_reference,
     search_rows,

@@ -1,89 +1,44 @@
 """One finished trial as the front, the table and the plot see it: a row read from a run.
 
-The tracker builds rows as it logs trials, ``archsearch pareto`` reads them back from the
-store; both go through ``trial_row`` so the two cannot disagree on a column.
+The row itself (``trial_row``, ``row_from_run``, the reference's figures) lives in
+``archsearch.run_rows``, which imports no MLflow, so ``archsearch pareto`` can build the same
+rows from a SQLite store read directly; here are the queries through MLflow's client.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Run
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Run
 
+from archsearch.run_rows import (
+    REFERENCE_KEYS,
+    float_or_none,
+    public_row,
+    reference_from_run,
+    row_from_run,
+)
 from archsearch.tracking.endings import FINISHED, ending_of_run
+from archsearch.tracking.run_ids import resolve_run_id
 from archsearch.tracking.store import (
+    PARENT_ID_TAG,
     PARETO_TAG,
     REFERENCE_TAG,
-    TRIAL_TAG,
     StoredSearch,
     child_runs,
+    open_client,
     open_search,
+    resolve_tracking_uri,
     store_errors,
 )
 
-#: what the dense reference holds, logged on the parent run as ``reference.<key>`` metrics
-REFERENCE_KEYS = ("val_accuracy", "test_accuracy", "flops")
-
-
-def trial_row(
-    run_id: str,
-    trial_id: str,
-    config: dict[str, Any],
-    metrics: dict[str, float],
-    tags: dict[str, str],
-) -> dict[str, Any]:
-    """The row of one trial: its run, sampled config, metrics and descriptive tags. The
-    penalty weight is the ``penalty.lambda`` param, logged whether sampled or fixed."""
-    return {
-        "run_id": run_id,
-        "trial_id": trial_id,
-        "gate": tags.get("archsearch.gate"),
-        "granularity": tags.get("archsearch.granularity"),
-        "penalty.lambda": float_or_none(config.get("penalty.lambda")),
-        "val_accuracy": metrics.get("val_accuracy"),
-        "test_accuracy": metrics.get("test_accuracy"),
-        "flops": metrics.get("flops"),
-        "flops_ratio": metrics.get("flops_ratio"),
-        "params": metrics.get("params"),
-        "params_ratio": metrics.get("params_ratio"),
-        "latency_ratio": metrics.get("latency_ratio"),
-        "latency_ms": metrics.get("latency_ms"),
-        "architecture": tags.get("archsearch.architecture"),
-        "config": dict(config),
-        "metrics": dict(metrics),
-    }
-
-
-def row_from_run(run: Run) -> dict[str, Any]:
-    """The row of a child run read back from the store."""
-    tags = run.data.tags
-    config = {key: param_from_text(value) for key, value in run.data.params.items()}
-    return trial_row(run.info.run_id, tags.get(TRIAL_TAG, ""), config, run.data.metrics, tags)
-
-
-def param_from_text(text: str) -> Any:
-    """MLflow keeps params as text; numbers and lists were written as JSON, so read them back."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def public_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as users get it (``finish``, ``front_rows``, ``--json``): the metrics dict used
-    for the objectives is an internal detail."""
-    return {key: value for key, value in row.items() if key != "metrics"}
-
-
-def float_or_none(value: Any) -> float | None:
-    """A number, or None for anything that is not one (a missing or textual param)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+#: the artifact of the parent run holding the weights of a dense reference trained there
+REFERENCE_WEIGHTS = "reference/weights.safetensors"
 
 
 def front_rows(experiment: str, tracking_uri: str | None) -> list[dict[str, Any]]:
@@ -127,17 +82,40 @@ def row_values(row: dict[str, Any], keys: Iterable[str]) -> list[float]:
     return [math.nan if value is None else value for value in values]
 
 
-def reference_from_run(parent: Run) -> dict[str, Any] | None:
-    """The dense reference a search logged on its parent run (``reference.*`` metrics and the
-    ``archsearch.reference`` tag), or None when it started from untrained weights."""
-    source = parent.data.tags.get(REFERENCE_TAG)
-    if source is None:
-        return None
-    metrics = parent.data.metrics
-    return {
-        "source": source,
-        **{key: metrics.get(f"reference.{key}") for key in REFERENCE_KEYS},
-    }
+def write_reference(
+    client: MlflowClient,
+    parent_run_id: str,
+    values: dict[str, Any],
+    source: str,
+    weights: Path | None,
+) -> None:
+    """The dense reference on the parent run: its weights (``REFERENCE_WEIGHTS``) first, its
+    figures, then the tag that says it is there, so a driver killed half-way leaves a search
+    without a reference (trained again on ``--resume``) rather than half of one."""
+    if weights is not None:
+        client.log_artifact(parent_run_id, str(weights), Path(REFERENCE_WEIGHTS).parent.name)
+    metrics = [
+        Metric(f"reference.{key}", float(values[key]), int(time.time() * 1000), 0)
+        for key in REFERENCE_KEYS
+        if values.get(key) is not None
+    ]
+    client.log_batch(parent_run_id, metrics=metrics)
+    client.set_tag(parent_run_id, REFERENCE_TAG, source)
+
+
+def trial_with_reference(
+    run_id: str, tracking_uri: str | None
+) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """A trial run's metrics (``run_id`` or a unique prefix of it) and the dense reference of
+    the search it belongs to (its parent run's): what ``archsearch export`` prints beside the
+    file it wrote."""
+    uri = resolve_tracking_uri(tracking_uri)
+    with store_errors(uri):
+        client = open_client(uri)
+        run = client.get_run(resolve_run_id(client, run_id, uri))
+        parent = run.data.tags.get(PARENT_ID_TAG)
+        reference = reference_from_run(client.get_run(parent)) if parent else None
+    return dict(run.data.metrics), reference
 
 
 def search_reference(experiment: str, tracking_uri: str | None) -> dict[str, Any] | None:

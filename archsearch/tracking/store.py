@@ -29,6 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from archsearch.errors import ArchSearchError, first_line
 from archsearch.pareto import parse_objectives
+from archsearch.store_file import DEFAULT_DB as DEFAULT_DB  # re-exported: one home
+from archsearch.store_file import resolve_tracking_uri, sqlite_path
 from archsearch.tracking.retry import RetryingClient, drop_busy_records, init_lock, retry_busy
 
 
@@ -36,7 +38,6 @@ class TrackingError(ArchSearchError):
     """A tracking store that cannot be used, or an experiment or run that is not in it."""
 
 
-DEFAULT_DB = "mlflow.db"
 #: artifacts of a SQLite store live in this folder beside the database file
 ARTIFACT_DIR = "mlruns"
 
@@ -55,28 +56,12 @@ REFERENCE_TAG = "archsearch.reference"
 # -- which store, and whether it answers ---------------------------------------------------
 
 
-def resolve_tracking_uri(uri: str | None) -> str:
-    """The store to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else MLflow 3's default of a
-    SQLite file in the working directory. SQLite paths become absolute, so Ray's driver,
-    ``archsearch ui`` and ``archsearch pareto`` all name the same file whatever their cwd."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
-    path = _sqlite_path(uri)
-    return f"sqlite:///{path}" if path is not None else uri
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, absolute; None for any other store."""
-    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
-        return None
-    return Path(uri[len("sqlite:///") :]).expanduser().absolute()
-
-
 def artifact_root(uri: str) -> Path | None:
     """Where a SQLite store's artifacts go: ``mlruns/`` beside the database file. MLflow's own
     default is ``./mlruns`` of whichever process first opened the store, which would scatter
     artifacts when the search and the UI run from different folders. None for servers: the
     server decides."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     return path.parent / ARTIFACT_DIR if path is not None else None
 
 
@@ -108,7 +93,7 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
 def require_store(uri: str) -> None:
     """For commands that only read: a missing SQLite file means a wrong folder or URI, and
     opening it would silently create an empty store (and take seconds to do so)."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None and not path.is_file():
         raise TrackingError(
             f"no MLflow store at {path}; run `archsearch search` in this folder first or "
@@ -135,7 +120,7 @@ def open_client(uri: str) -> mlflow.MlflowClient:
     process at a time: MLflow migrates an empty database without a lock, so two searches
     starting together on a new store would both run the migrations."""
     logging.getLogger("mlflow.store.db.utils").addFilter(drop_busy_records)
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is None:
         return RetryingClient(uri)
     path.parent.mkdir(parents=True, exist_ok=True)

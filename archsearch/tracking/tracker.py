@@ -28,6 +28,7 @@ from archsearch.constraints import Constraint
 from archsearch.errors import first_line
 from archsearch.hypervolume import front_hypervolume
 from archsearch.pareto import OBJECTIVES, format_objectives, front_csv, non_dominated
+from archsearch.run_rows import public_row, reference_from_run, row_from_run, trial_row
 from archsearch.tracking.child_run import (
     TrialFiles,
     child_params,
@@ -56,20 +57,12 @@ from archsearch.tracking.endings import (
 )
 from archsearch.tracking.model_log import log_pytorch_model
 from archsearch.tracking.outage import Outage
-from archsearch.tracking.rows import (
-    REFERENCE_KEYS,
-    public_row,
-    reference_from_run,
-    row_from_run,
-    row_values,
-    trial_row,
-)
+from archsearch.tracking.rows import row_values, write_reference
 from archsearch.tracking.store import (
     MODEL_TAG,
     OBJECTIVES_TAG,
     PARENT_TAG,
     PARETO_TAG,
-    REFERENCE_TAG,
     TRIAL_TAG,
     check_reachable,
     child_runs,
@@ -113,6 +106,7 @@ class SearchTracker:
         self._details: dict[str, dict[str, Any]] = {}  # stopped, infeasible: for summaries
         self._summary_due = False  # a trial logged, its front and parent summary not yet
         self._trial_ids: dict[str, str] = {}  # run id → trial id, for summaries
+        self._pending: list[Callable[[bool], None]] = []  # ``finish_waits_for``
         with store_errors(self.tracking_uri):
             self.client = open_client(self.tracking_uri)
             self.experiment_id = get_or_create_experiment(self.client, experiment)
@@ -190,16 +184,19 @@ class SearchTracker:
         with self._lock, store_errors(self.tracking_uri):
             return reference_from_run(self.client.get_run(self.parent_run_id))
 
-    def log_reference(self, values: dict[str, Any], source: str = "loaded") -> None:
-        """The loaded dense network's ``val_accuracy``, ``test_accuracy`` and ``flops`` as
-        ``reference.*`` metrics of the parent run, tagged with where the weights came from."""
-        metrics = {
-            f"reference.{key}": float(values[key]) for key in REFERENCE_KEYS if key in values
-        }
+    def log_reference(
+        self, values: dict[str, Any], source: str = "loaded", weights: Path | None = None
+    ) -> None:
+        """The dense network's figures (``REFERENCE_KEYS``) as ``reference.*`` metrics of the
+        parent run, tagged ``loaded`` or ``trained``; a trained one's ``weights`` file too."""
         with self._lock, store_errors(self.tracking_uri):
-            for key, value in metrics.items():
-                self.client.log_metric(self.parent_run_id, key, value)
-            self.client.set_tag(self.parent_run_id, REFERENCE_TAG, source)
+            write_reference(self.client, self.parent_run_id, values, source, weights)
+
+    def finish_waits_for(self, end: Callable[[bool], None]) -> None:
+        """``end(True)`` first thing in a ``finish`` of a search that ran to its end (work its
+        summary needs: the dense reference trained beside the trials), ``end(False)`` in any
+        other ``finish`` (stop that work)."""
+        self._pending.append(end)
 
     # -- one trial -----------------------------------------------------------------------
 
@@ -347,6 +344,8 @@ class SearchTracker:
         for a tracking server that is away, up to the outage limit (then ``StoreOutage``),
         except for a FAILED search: its error goes first, and a parent left RUNNING by a
         driver that is gone stays resumable."""
+        while self._pending:
+            self._pending.pop(0)(status == "FINISHED")
         if status == "FAILED":
             if self.outage.gave_up or not self.outage.answering():
                 return []
