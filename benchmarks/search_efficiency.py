@@ -1,0 +1,219 @@
+"""Search efficiency: the front each search policy buys in the same wall-clock time (issue 9).
+
+Usage:
+  python benchmarks/search_efficiency.py run --arms A B C D --seeds 0 1 --budget 12m \
+      --out benchmarks/search_efficiency.json        # one arm at a time, never in parallel
+  python benchmarks/search_efficiency.py table benchmarks/search_efficiency.json \
+      [--baselines benchmarks/magnitude_levels.json] [--plot benchmarks/search_efficiency.png]
+
+Each arm is a real search of the bundled ``search_spaces/lenet300_fashion.yaml`` (LeNet-300-100
+on Fashion-MNIST, 2 trials at a time, local Ray, an MLflow SQLite store of its own) ended by
+its time budget:
+
+- A: FIFO + TPE over ``penalty.lambda`` (the file as shipped)
+- B: MOASHA (grace 1 epoch, eta 3) + TPE
+- C: FIFO + random sampling
+- D: B with ``penalty.target`` searched (log-uniform 0.5%-50%) and ``penalty.lambda`` fixed at 1
+
+The yardstick is the project's (``archsearch.hypervolume``): the share of the box
+log10(FLOPs ratio) in [-3, 0] x accuracy in [0.1, 1] that the front dominates, with the
+points chosen on validation accuracy and plotted at their test accuracy. ``table`` recomputes it
+from the finished trials that had ended by 3, 6 and 12 minutes after the search's parent run
+started, so one run per arm and seed gives the whole curve. Stopped (MOASHA, time budget) and
+failed trials never count. The accuracy table gives, per FLOPs level, the test accuracy of the
+point with the best validation accuracy at or under it, for all trials and for the
+neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
+``magnitude_baseline.py --json`` writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE_FILE = REPO / "search_spaces" / "lenet300_fashion.yaml"
+MOASHA = {"name": "moasha", "grace_epochs": 1, "eta": 3}
+ARMS: dict[str, dict[str, Any]] = {
+    "A": {"label": "FIFO + TPE over lambda", "sampler": "tpe", "scheduler": None, "by": "lambda"},
+    "B": {"label": "MOASHA + TPE", "sampler": "tpe", "scheduler": MOASHA, "by": "lambda"},
+    "C": {"label": "FIFO + random", "sampler": "random", "scheduler": None, "by": "lambda"},
+    "D": {"label": "MOASHA + TPE, target", "sampler": "tpe", "scheduler": MOASHA, "by": "target"},
+}
+TARGET_RANGE = {"loguniform": [0.005, 0.5]}
+CHECKPOINTS_MIN = (3, 6, 12)
+FLOPS_LEVELS = (0.01, 0.02, 0.05, 0.1, 0.25)
+
+
+def arm_space(arm: str, seed: int, budget: str) -> dict[str, Any]:
+    """The bundled space file, as a dict, changed the way ``arm`` says."""
+    import yaml
+
+    from archsearch.space.schema import _Loader  # the file's own reading: 1e-3 is a number
+
+    raw = yaml.load(SPACE_FILE.read_text(), Loader=_Loader)
+    settings = ARMS[arm]
+    raw["name"] = f"efficiency-{arm}-{seed}"
+    raw["trials"] = 10_000  # the time budget ends it
+    raw["time_budget"] = budget
+    raw["sampler"] = {"name": settings["sampler"], "seed": seed}
+    if settings["scheduler"]:
+        raw["scheduler"] = dict(settings["scheduler"])
+    if settings["by"] == "target":
+        raw["space"]["penalty.target"] = dict(TARGET_RANGE)
+        raw["space"]["penalty.lambda"] = [1.0]
+    return raw
+
+
+def run_arm(arm: str, seed: int, budget: str, folder: Path) -> dict[str, Any]:
+    """One search to the end of its budget; every ended trial with its end time."""
+    from archsearch import api
+    from archsearch.space import spec_from_dict
+
+    spec = spec_from_dict(arm_space(arm, seed, budget), source=str(SPACE_FILE))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    outcome = api.run(spec, tracking_uri=uri, storage=str(folder / "ray"), on_progress=print)
+    return {
+        "arm": arm,
+        "seed": seed,
+        "budget": budget,
+        "label": ARMS[arm]["label"],
+        "finished": outcome.finished,
+        "stopped": outcome.stopped,
+        "failed": outcome.failed,
+        "trials": trial_records(spec.name, uri),
+    }
+
+
+def trial_records(name: str, uri: str) -> list[dict[str, Any]]:
+    """Each finished trial of the search: when it ended (seconds after the parent started)
+    and what it got."""
+    from archsearch.tracking.rows import rows_of_search
+    from archsearch.tracking.store import open_search
+
+    search = open_search(name, uri)
+    start = search.parent.info.start_time
+    rows = rows_of_search(search)
+    ended = {
+        row["run_id"]: (search.client.get_run(row["run_id"]).info.end_time - start) / 1000
+        for row in rows
+    }
+    keys = ("gate", "granularity", "val_accuracy", "test_accuracy", "flops_ratio")
+    return [{"ended_s": ended[row["run_id"]], **{k: row[k] for k in keys}} for row in rows]
+
+
+def hypervolume_at(trials: list[dict[str, Any]], seconds: float) -> float:
+    """The yardstick of the validation front of the trials ended by ``seconds``, at their
+    test accuracy."""
+    from archsearch.hypervolume import front_hypervolume
+    from archsearch.pareto import non_dominated
+
+    done = [t for t in trials if t["ended_s"] <= seconds]
+    if not done:
+        return 0.0
+    points = [[t["val_accuracy"], t["flops_ratio"]] for t in done]
+    flags = non_dominated(points, ["max", "min"])
+    front = [
+        {"val_accuracy": t["test_accuracy"], "flops_ratio": t["flops_ratio"]}
+        for t, on in zip(done, flags, strict=True)
+        if on
+    ]
+    return front_hypervolume(front, {"val_accuracy": "max", "flops": "min"})
+
+
+def best_at(trials: list[dict[str, Any]], level: float) -> float | None:
+    """Test accuracy of the trial with the best validation accuracy at or under ``level``."""
+    fits = [t for t in trials if t["flops_ratio"] <= level]
+    return max(fits, key=lambda t: t["val_accuracy"])["test_accuracy"] if fits else None
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def table(results: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> list[str]:
+    """The two markdown tables: hypervolume over time, accuracy at each FLOPs level."""
+    minutes = " | ".join(f"HV @ {m} min" for m in CHECKPOINTS_MIN)
+    lines = [
+        f"| arm | seed | finished | stopped | {minutes} |",
+        "|---|---:|---:|---:|" + "---:|" * len(CHECKPOINTS_MIN),
+    ]
+    for r in results:
+        volumes = " | ".join(f"{hypervolume_at(r['trials'], 60 * m):.3f}" for m in CHECKPOINTS_MIN)
+        lines.append(
+            f"| {r['arm']}: {r['label']} | {r['seed']} | {r['finished']} | {r['stopped']} "
+            f"| {volumes} |"
+        )
+    levels = " | ".join(f"<= {100 * level:g}%" for level in FLOPS_LEVELS)
+    lines += ["", f"| front (test acc %) | seed | {levels} |", "|---|---:|" + "---:|" * 5]
+    for r in results:
+        structured = [t for t in r["trials"] if t["granularity"] == "neuron"]
+        for what, trials in ((f"{r['arm']} all", r["trials"]), (f"{r['arm']} neuron", structured)):
+            cells = " | ".join(_percent(best_at(trials, level)) for level in FLOPS_LEVELS)
+            lines.append(f"| {what} | {r['seed']} | {cells} |")
+    for b in baselines:
+        cells = " | ".join(_percent(best_at(b["rows"], level)) for level in FLOPS_LEVELS)
+        lines.append(f"| {b['label']} | - | {cells} |")
+    return lines
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Hypervolume against time, one line per arm and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for r in results:
+        end = max((t["ended_s"] for t in r["trials"]), default=60.0)
+        times = [end * i / 100 for i in range(101)]
+        axes.plot(
+            [t / 60 for t in times],
+            [hypervolume_at(r["trials"], t) for t in times],
+            label=f"{r['arm']} seed {r['seed']}",
+            linestyle="-" if r["seed"] == 0 else "--",
+        )
+    axes.set_xlabel("minutes since the search started")
+    axes.set_ylabel("hypervolume (test accuracy)")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the arms, one after the other")
+    run.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=sorted(ARMS))
+    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    run.add_argument("--budget", default="12m")
+    run.add_argument("--out", type=Path, required=True, help="JSON file, appended to")
+    show = commands.add_parser("table", help="the tables (and plot) from a run's JSON")
+    show.add_argument("results", type=Path)
+    show.add_argument("--baselines", type=Path, help="magnitude_baseline.py --json output")
+    show.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.command == "run":
+        results = json.loads(args.out.read_text()) if args.out.exists() else []
+        for seed in args.seeds:
+            for arm in args.arms:
+                with tempfile.TemporaryDirectory(prefix=f"efficiency-{arm}-{seed}-") as tmp:
+                    results.append(run_arm(arm, seed, args.budget, Path(tmp)))
+                args.out.write_text(json.dumps(results, indent=1) + "\n")  # after every arm
+        return
+    results = json.loads(args.results.read_text())
+    baselines = json.loads(args.baselines.read_text()) if args.baselines else []
+    print("\n".join(table(results, baselines)))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"\nplot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
