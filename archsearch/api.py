@@ -78,13 +78,7 @@ def search_spec(
     ``data_root`` and ``init_weights`` are resolved against the working folder, as in a file."""
     from archsearch.space import spec_from_dict
 
-    data_section: dict[str, Any] = {"name": import_path_of(data, "data")}
-    if data_root is not None:
-        data_section["root"] = str(data_root)
-    if data_options:
-        data_section["options"] = dict(data_options)
-    if val_fraction is not None:
-        data_section["val_fraction"] = val_fraction
+    data_section = _data_section(data, data_root, data_options, val_fraction)
     raw: dict[str, Any] = {
         "name": name,
         "model": {"name": import_path_of(model, "model"), "options": dict(model_options or {})},
@@ -106,6 +100,23 @@ def search_spec(
     }
     raw.update({key: value for key, value in optional.items() if value is not None})
     return spec_from_dict(raw, source=f"search_spec({name!r})")
+
+
+def _data_section(
+    data: str | Callable[..., Any],
+    root: str | Path | None,
+    options: dict[str, Any] | None,
+    val_fraction: float | None,
+) -> dict[str, Any]:
+    """A space file's ``data:`` section from ``search_spec``'s keywords."""
+    section: dict[str, Any] = {"name": import_path_of(data, "data")}
+    if root is not None:
+        section["root"] = str(root)
+    if options:
+        section["options"] = dict(options)
+    if val_fraction is not None:
+        section["val_fraction"] = val_fraction
+    return section
 
 
 def run(spec: SearchSpec, **options: Any) -> SearchOutcome:

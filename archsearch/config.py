@@ -15,6 +15,8 @@ from archsearch.errors import ConfigError
 from archsearch.schedules import SCHEDULES
 
 DEVICES = ("auto", "cpu", "cuda")
+#: the training arithmetic ``precision`` may name
+PRECISIONS = ("fp32", "bf16")
 
 #: how a trial times its pruned network against the dense one (``archsearch.latency``)
 LATENCY_RUNTIMES = ("onnxruntime", "torch", "off")
@@ -133,6 +135,13 @@ class TrialConfig:
         default=0, metadata=_setting("seed of the initialisation, data split and shuffling")
     )
     device: str = field(default="auto", metadata=_setting("auto (CUDA when visible), cpu or cuda"))
+    precision: str = field(
+        default="fp32",
+        metadata=_setting(
+            "arithmetic of the training steps: fp32, or bf16 (autocast: matrix products in "
+            "bfloat16, losses and gates in float32; evaluation stays fp32)"
+        ),
+    )
     latency_runtime: str = field(
         default="onnxruntime",
         metadata=_setting(
@@ -170,6 +179,7 @@ class TrialConfig:
         self._check_numbers()
         choices = {
             "device": DEVICES,
+            "precision": PRECISIONS,
             "latency_runtime": LATENCY_RUNTIMES,
             "lr_schedule": tuple(SCHEDULES),
         }

@@ -11,10 +11,17 @@ A model that returns more than logits (auxiliary heads, named tuples, dicts) is 
 rule in every phase, ``models.primary_output``: its logits feed the loss and the accuracy;
 auxiliary outputs add ``aux_loss_weight × cross-entropy`` each only when the model sets that
 weight (``_classification_loss``).
+
+Nothing in the step loop waits for the device: an epoch's loss and accuracy add up as tensors
+where the model runs, and whether the loss stayed finite is read every
+``FINITE_CHECK_STEPS`` steps and at the epoch's end (on a GPU a read is a synchronisation,
+which would stall the queue of kernels at every step). ``precision: bf16`` runs the steps'
+forward passes under autocast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -30,14 +37,20 @@ from archsearch.data import DataSplits, iterate_batches
 from archsearch.data.splits import Batches
 from archsearch.errors import DegenerateTrialError
 from archsearch.models import aux_loss_weight, aux_outputs, primary_output
+from archsearch.penalty import penalty, undecided_penalty
 from archsearch.pruning.cost import CostModel
 from archsearch.pruning.gated_model import GatedModel
 from archsearch.schedules import lr_factor
 
 #: called with each epoch's record (phase, epoch, losses, accuracies, cost ratios)
 EpochCallback = Callable[[dict[str, Any]], None]
-#: one optimisation step on a batch: (batch x, batch y, epoch, step in epoch) -> (logits, loss)
-_Step = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]
+#: one optimisation step on a batch: (batch x, batch y, epoch, step in epoch) -> (logits, the
+#: loss reported, the loss optimised), detached, on the model's device
+_Step = Callable[
+    [torch.Tensor, torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+]
+#: steps between two reads of whether the loss stayed finite (and at every epoch's end)
+FINITE_CHECK_STEPS = 25
 
 
 @dataclass(frozen=True)
@@ -85,51 +98,6 @@ def _scheduled(
     return set_rate
 
 
-#: the target penalty's logarithm sees at least this share of the target, so a network
-#: whose gates all closed is pulled back up with a finite gradient
-MISS_FLOOR = 1e-2
-
-
-def penalty(expected: torch.Tensor, hard: torch.Tensor, config: TrialConfig) -> torch.Tensor:
-    """The cost penalty, on the cost of the network hardening would keep now (``hard``, a
-    number) with the gradient of the gates' differentiable ``expected`` cost.
-
-    Without a target: lambda * cost ratio. With a target T: lambda * ln(ratio / T)^2, so a
-    miss by a factor costs the same at every target; the squared distance used before let
-    small targets end 2-5x above themselves (benchmarks/RESULTS.md, "Gates reach their
-    targets"). Taking the value from the hard masks is what makes the penalty pull on the
-    network that is shipped, not on a soft average of it (docs/gates.md, "The penalty")."""
-    hard = hard.detach()
-    if config.penalty_target is None:
-        return config.penalty_lambda * (hard + (expected - expected.detach()))
-    target = config.penalty_target
-    miss = torch.log(hard.clamp_min(target * MISS_FLOOR) / target)
-    # the gradient of ln(expected), a relative pull, bounded below the target by 1 / target
-    # so a network whose hard masks all closed (expected near 0) is not thrown back open
-    relative = (expected - expected.detach()) / expected.detach().clamp_min(target)
-    return config.penalty_lambda * (miss**2 + 2 * miss * relative)
-
-
-#: the budget the penalty on undecided groups is measured against when there is no target
-PLAIN_BUDGET = 0.05
-
-
-def undecided_penalty(
-    keep: dict[str, torch.Tensor], cost: CostModel, config: TrialConfig, weight: float
-) -> torch.Tensor:
-    """weight * lambda * the expected cost of groups still undecided (keep * (1 - keep)), as a
-    share of the target (of ``PLAIN_BUDGET`` without one).
-
-    A stochastic gate trains on samples of its keep probabilities but ships its hard mask;
-    while the probabilities sit near 1/2 the two are different networks. Ramped in by the
-    caller over gated training, this term pushes each group towards the side of 1/2 it is
-    on, so the network trained on becomes the network shipped. Dividing by the target keeps
-    its balance with the target penalty, whose pull is relative too, at every target."""
-    undecided = {name: p * (1.0 - p) for name, p in keep.items()}
-    budget = config.penalty_target or PLAIN_BUDGET
-    return weight * config.penalty_lambda * cost.ratio(undecided) / budget
-
-
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Accuracy on in-memory tensors, in eval mode; restores the model's mode."""
     return _accuracy(model, iterate_batches(x, y, batch_size, shuffle=False), len(y))
@@ -164,32 +132,47 @@ def _classification_loss(
     return logits, loss
 
 
-def _check_finite(loss: torch.Tensor, phase: str, epoch: int, step: int) -> None:
-    if not math.isfinite(float(loss.detach())):
-        raise DegenerateTrialError(
-            f"loss became {float(loss.detach())} in {phase} epoch {epoch} step {step}; "
-            "lower the learning rate or lambda"
-        )
+def _autocast(config: TrialConfig, x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """The forward pass's arithmetic: bf16 autocast when the trial asks for it."""
+    if config.precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, dtype=torch.bfloat16)
 
 
 class _EpochStats:
+    """An epoch's sums, kept as tensors on the model's device and read once at its end."""
+
     def __init__(self) -> None:
-        self.loss = 0.0
-        self.correct = 0
+        self.loss: torch.Tensor | float = 0.0
+        self.correct: torch.Tensor | int = 0
         self.seen = 0
+        self.nonfinite: torch.Tensor | bool = False
+        self.last: torch.Tensor | None = None
         self.started = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss += float(loss) * len(y)
-        self.correct += int((logits.argmax(1) == y).sum())
+    def add(
+        self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, optimised: torch.Tensor
+    ) -> None:
+        self.loss = self.loss + loss.float() * len(y)
+        self.correct = self.correct + (logits.argmax(1) == y).sum()
         self.seen += len(y)
+        self.nonfinite = self.nonfinite | ~torch.isfinite(optimised)
+        self.last = optimised
+
+    def check_finite(self, phase: str, epoch: int, step: int) -> None:
+        """One read of the device: a loss that stopped being a number fails the trial."""
+        if self.last is not None and bool(self.nonfinite):
+            raise DegenerateTrialError(
+                f"loss became {float(self.last)} in {phase} epoch {epoch} by step {step}; "
+                "lower the learning rate or lambda"
+            )
 
     def record(self, phase: str, epoch: int) -> dict[str, Any]:
         return {
             "phase": phase,
             "epoch": epoch,
-            "train_loss": self.loss / max(1, self.seen),
-            "train_accuracy": self.correct / max(1, self.seen),
+            "train_loss": float(self.loss) / max(1, self.seen),
+            "train_accuracy": int(self.correct) / max(1, self.seen),
             "seconds": time.perf_counter() - self.started,
         }
 
@@ -209,9 +192,13 @@ def _epochs(
         batches = data.batches(
             "train", run.config.batch_size, shuffle=True, generator=run.generator
         )
+        index = -1
         for index, (xb, yb) in enumerate(batches):
-            logits, loss = step(xb, yb, epoch, index)
-            stats.add(loss, logits, yb)
+            logits, loss, optimised = step(xb, yb, epoch, index)
+            stats.add(loss, logits, yb, optimised)
+            if (index + 1) % FINITE_CHECK_STEPS == 0:
+                stats.check_finite(phase, epoch, index)
+        stats.check_finite(phase, epoch, index)
         record = stats.record(phase, epoch)
         record.update(summary())
         history.append(record)
@@ -248,12 +235,12 @@ def train_gated(gated: GatedModel, cost: CostModel, run: TrainingRun) -> list[di
 
     def step(
         xb: torch.Tensor, yb: torch.Tensor, epoch: int, index: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         done = (epoch - 1) * steps_per_epoch + index  # schedules run over all gated epochs
         progress = min(1.0, done / total_steps)
         gated.set_progress(progress)
         set_rate(done)
-        return _gated_step(gated, cost, config, optimizer, (xb, yb), (epoch, done), progress)
+        return _gated_step(gated, cost, config, optimizer, (xb, yb), progress)
 
     gated.train()
     return _epochs(
@@ -271,12 +258,12 @@ def _gated_step(
     config: TrialConfig,
     optimizer: torch.optim.Optimizer,
     batch: tuple[torch.Tensor, torch.Tensor],
-    position: tuple[int, int],
     progress: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    (xb, yb), (epoch, step) = batch, position
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xb, yb = batch
     aux_weight = aux_loss_weight(gated.base)
-    logits, data_loss = _classification_loss(gated(xb), yb, aux_weight)
+    with _autocast(config, xb):
+        logits, data_loss = _classification_loss(gated(xb), yb, aux_weight)
     keep = gated.keep_probabilities(gated.last_scores)
     expected = cost.ratio(keep)
     # without a target the penalty's gradient does not depend on the hard masks and its value
@@ -288,16 +275,15 @@ def _gated_step(
     loss = data_loss + scale * penalty(expected, hard, config)
     if gated.polarisation > 0:
         loss = loss + scale * undecided_penalty(keep, cost, config, gated.polarisation * progress)
-    _check_finite(loss, "gated", epoch, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if gated.two_pass:
-        with torch.no_grad(), gated.antithetic():
+        with torch.no_grad(), gated.antithetic(), _autocast(config, xb):
             _, antithetic_loss = _classification_loss(gated(xb), yb, aux_weight)
         gated.add_two_pass_gradient(data_loss.item(), antithetic_loss.item())
     optimizer.step()
     gated.after_optimizer_step()
-    return logits.detach(), data_loss.detach()
+    return logits.detach(), data_loss.detach(), loss.detach()
 
 
 def _float_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -352,15 +338,15 @@ def _plain_epochs(
 
     def step(
         xb: torch.Tensor, yb: torch.Tensor, epoch: int, index: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         set_rate((epoch - 1) * per_epoch + index)
-        logits, loss = _classification_loss(model(xb), yb, aux_weight)
-        _check_finite(loss, phase, epoch, index)
+        with _autocast(run.config, xb):
+            logits, loss = _classification_loss(model(xb), yb, aux_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         _reapply(masks)
-        return logits.detach(), loss.detach()
+        return logits.detach(), loss.detach(), loss.detach()
 
     model.train()
     return _epochs(

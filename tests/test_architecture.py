@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "pruning": 2,
     "config": 3,
+    "penalty": 4,
     "train": 4,
     "latency": 4,
     "subnetwork": 4,

@@ -17,8 +17,8 @@ from archsearch.cli import main
 from archsearch.config import TrialConfig
 from archsearch.cost_gap import cost_gap_is_large
 from archsearch.gates import list_gates
+from archsearch.penalty import penalty
 from archsearch.tracking.child_run import TrialFiles, child_tags
-from archsearch.train import penalty
 from archsearch.trial import load_data, run_trial
 
 TINY = {

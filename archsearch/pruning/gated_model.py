@@ -115,10 +115,11 @@ class GatedModel(nn.Module):
         scores = scores if scores is not None else {g.name: self.scores(g) for g in self.groups}
         masks = self.hard_masks(scores)
         for name, mask in masks.items():
-            if not mask.any():
-                revived = mask.clone()
-                revived[int(torch.argmax(self.gate(name).strength(scores[name])))] = True
-                masks[name] = revived
+            # no ``if not mask.any()``: a training step must not wait for the device to answer
+            strength = self.gate(name).strength(scores[name]).reshape(-1)
+            strongest = torch.zeros_like(mask).reshape(-1)
+            strongest[torch.argmax(strength)] = True
+            masks[name] = mask | (strongest.view_as(mask) & ~mask.any())
         return masks
 
     @torch.no_grad()

@@ -1,0 +1,56 @@
+"""The cost penalty a gated step adds to the loss, and the push that makes its gates decide.
+
+Both read the trial's ``penalty_lambda`` and ``penalty_target`` and work on cost ratios
+(``pruning.cost.CostModel``), so the same lambda means the same pull on every model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from archsearch.config import TrialConfig
+from archsearch.pruning.cost import CostModel
+
+#: the target penalty's logarithm sees at least this share of the target, so a network
+#: whose gates all closed is pulled back up with a finite gradient
+MISS_FLOOR = 1e-2
+
+
+def penalty(expected: torch.Tensor, hard: torch.Tensor, config: TrialConfig) -> torch.Tensor:
+    """The cost penalty, on the cost of the network hardening would keep now (``hard``, a
+    number) with the gradient of the gates' differentiable ``expected`` cost.
+
+    Without a target: lambda * cost ratio. With a target T: lambda * ln(ratio / T)^2, so a
+    miss by a factor costs the same at every target; the squared distance used before let
+    small targets end 2-5x above themselves (benchmarks/RESULTS.md, "Gates reach their
+    targets"). Taking the value from the hard masks is what makes the penalty pull on the
+    network that is shipped, not on a soft average of it (docs/gates.md, "The penalty")."""
+    hard = hard.detach()
+    if config.penalty_target is None:
+        return config.penalty_lambda * (hard + (expected - expected.detach()))
+    target = config.penalty_target
+    miss = torch.log(hard.clamp_min(target * MISS_FLOOR) / target)
+    # the gradient of ln(expected), a relative pull, bounded below the target by 1 / target
+    # so a network whose hard masks all closed (expected near 0) is not thrown back open
+    relative = (expected - expected.detach()) / expected.detach().clamp_min(target)
+    return config.penalty_lambda * (miss**2 + 2 * miss * relative)
+
+
+#: the budget the penalty on undecided groups is measured against when there is no target
+PLAIN_BUDGET = 0.05
+
+
+def undecided_penalty(
+    keep: dict[str, torch.Tensor], cost: CostModel, config: TrialConfig, weight: float
+) -> torch.Tensor:
+    """weight * lambda * the expected cost of groups still undecided (keep * (1 - keep)), as a
+    share of the target (of ``PLAIN_BUDGET`` without one).
+
+    A stochastic gate trains on samples of its keep probabilities but ships its hard mask;
+    while the probabilities sit near 1/2 the two are different networks. Ramped in by the
+    caller over gated training, this term pushes each group towards the side of 1/2 it is
+    on, so the network trained on becomes the network shipped. Dividing by the target keeps
+    its balance with the target penalty, whose pull is relative too, at every target."""
+    undecided = {name: p * (1.0 - p) for name, p in keep.items()}
+    budget = config.penalty_target or PLAIN_BUDGET
+    return weight * config.penalty_lambda * cost.ratio(undecided) / budget
