@@ -3,12 +3,14 @@
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/zoo.py --results /tmp/zoo.jsonl [--only NAMES]
         [--granularities channel,channel+neuron] [--max-seconds 300]
+        [--epochs N] [--gate-lr X] [--lambda L]     # override the training settings below
     python benchmarks/zoo.py --table /tmp/zoo.jsonl     # the markdown table of a results file
 
 Each (model, granularity) runs in its own subprocess with a wall-clock limit: ``run_trial``
 on synthetic data (a few samples, 10 classes) at the smallest input size the family accepts,
-with a cost target that forces removals (target 0.3, lambda 20, gate lr 0.5, 2 gated epochs,
-1 fine-tuning epoch), then ``export_subnetwork`` as ONNX, or the first other format that
+with a cost target that forces removals (``SETTINGS``), at ``channel`` and ``channel+neuron``
+and, for the transformer families, ``neuron`` (their MLP blocks), then ``export_subnetwork``
+as ONNX, or the first other format that
 writes and verifies when ONNX cannot express a layer. The export rebuilds the network from
 ``subnetwork.json`` + ``weights.safetensors`` and checks it on random batches, so a pass
 means: trained, hardened, counted, rebuilt and exported, verified. An ``ArchSearchError``
@@ -37,22 +39,37 @@ from typing import Any
 SIZES = {"alexnet": 64, "inception_v3": 75, "maxvit_t": 224, "vit_": 224}
 DEFAULT_SIZE = 32
 GRANULARITIES = ("channel", "channel+neuron")
+#: families whose prunable units are their MLP blocks' hidden neurons: run at neuron too
+TRANSFORMERS = ("vit_", "swin_", "maxvit_")
 EXPORT_ORDER = ("onnx", "pt2", "torchscript", "safetensors")
+#: 2 epochs of 32 samples (less a validation share) at batch 8 are 8 gated steps; in those,
+#: gate lr 0.5 left mnasnet, efficientnet and resnet50 at 65-73% of dense FLOPs, 0.75 took
+#: every family tried to 40-50% (1.0 to ~30%, the target; lambda 60 instead of 20 barely
+#: moved them: Adam's steps do not grow with the gradient)
 SETTINGS = {
     "gate": "hard_concrete",
     "penalty_target": 0.3,
     "penalty_lambda": 20.0,
-    "gate_lr": 0.5,
+    "gate_lr": 0.75,
     "epochs": 2,
     "finetune_epochs": 1,
     "batch_size": 8,
     "device": "cpu",
+    "latency_runtime": "off",  # the zoo reports FLOPs; timing would only cost minutes
 }
+#: the command-line overrides of SETTINGS: flag -> (field, type)
+OVERRIDES = {"--epochs": ("epochs", int), "--gate-lr": ("gate_lr", float)}
+OVERRIDES["--lambda"] = ("penalty_lambda", float)
 N_SAMPLES, NUM_CLASSES = 32, 10
 
 
 def input_size(name: str) -> int:
     return next((size for prefix, size in SIZES.items() if name.startswith(prefix)), DEFAULT_SIZE)
+
+
+def zoo_granularities(name: str) -> tuple[str, ...]:
+    """``channel`` and ``channel+neuron`` for every model, and ``neuron`` for transformers."""
+    return GRANULARITIES + (("neuron",) if name.startswith(TRANSFORMERS) else ())
 
 
 def zoo_names() -> list[str]:
@@ -136,8 +153,11 @@ def _failure_line(error: BaseException) -> str:
 # -- the driver ----------------------------------------------------------------------------
 
 
-def run_in_subprocess(name: str, granularity: str, max_seconds: float) -> dict[str, Any]:
+def run_in_subprocess(
+    name: str, granularity: str, max_seconds: float, overrides: list[str] = ()
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", name, "--granularities", granularity]
+    command += list(overrides)
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=max_seconds)
@@ -165,15 +185,47 @@ def run_in_subprocess(name: str, granularity: str, max_seconds: float) -> dict[s
 
 
 def drive(args: argparse.Namespace) -> None:
-    names = args.only.split(",") if args.only else zoo_names()
-    granularities = args.granularities.split(",")
+    names = args.only.split(",") if args.only else [] if args.too_large else zoo_names()
+    overrides = _override_flags(args)
     results = Path(args.results)
+    for name in args.too_large.split(",") if args.too_large else []:
+        for granularity in zoo_granularities(name):
+            _append(results, _too_large(name, granularity))
     for name in names:
-        for granularity in granularities:
-            record = run_in_subprocess(name, granularity, args.max_seconds)
-            with results.open("a") as out:
-                out.write(json.dumps(record) + "\n")
-            print(_row(record), flush=True)
+        asked = args.granularities.split(",") if args.granularities else zoo_granularities(name)
+        for granularity in asked:
+            _append(results, run_in_subprocess(name, granularity, args.max_seconds, overrides))
+
+
+def _append(results: Path, record: dict[str, Any]) -> None:
+    with results.open("a") as out:
+        out.write(json.dumps(record) + "\n")
+    print(_row(record), flush=True)
+
+
+def _too_large(name: str, granularity: str) -> dict[str, Any]:
+    """A model recorded as not run, with its size, after a timed step showed it would not
+    finish in the time a zoo run has."""
+    import torchvision
+
+    params = torchvision.models.get_model_weights(name).DEFAULT.meta["num_params"]
+    return {
+        "model": name,
+        "granularity": granularity,
+        "size": input_size(name),
+        "status": "not run",
+        "reason": f"too large for this machine ({params:,} params)",
+        "seconds": 0,
+    }
+
+
+def _override_flags(args: argparse.Namespace) -> list[str]:
+    """The overrides given to the driver, as flags for each child."""
+    flags = []
+    for flag in OVERRIDES:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        flags += [] if value is None else [flag, str(value)]
+    return flags
 
 
 # -- the table -----------------------------------------------------------------------------
@@ -203,6 +255,8 @@ def _row(record: dict[str, Any]) -> str:
 
 def table(path: Path, every: list[str] | None = None) -> str:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if every:  # the zoo's order (fewest parameters first), whatever order the runs took
+        records.sort(key=lambda r: (every.index(r["model"]), _granularity_rank(r)))
     head = [
         "| model | granularity | input | dense FLOPs | hardened FLOPs | ratio | result "
         "| detail | seconds |",
@@ -211,7 +265,7 @@ def table(path: Path, every: list[str] | None = None) -> str:
     rows = [_row(r) for r in records]
     ran = {(r["model"], r["granularity"]) for r in records}
     for name in every or []:
-        for granularity in GRANULARITIES:
+        for granularity in zoo_granularities(name):
             if (name, granularity) not in ran:
                 rows.append(f"| {name} | {granularity} | {input_size(name)} | | | | not run | | |")
     counts: dict[str, int] = {"not run": len(rows) - len(records)}
@@ -221,19 +275,29 @@ def table(path: Path, every: list[str] | None = None) -> str:
     return "\n".join([*head, *rows, "", f"Totals over {len(rows)} runs: {summary}."])
 
 
+def _granularity_rank(record: dict[str, Any]) -> int:
+    return zoo_granularities(record["model"]).index(record["granularity"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated torchvision names (default: all)")
-    parser.add_argument("--granularities", default=",".join(GRANULARITIES))
+    parser.add_argument("--granularities", help="default: zoo_granularities of each model")
+    for flag, (_, kind) in OVERRIDES.items():
+        parser.add_argument(flag, type=kind, help=f"instead of {SETTINGS[OVERRIDES[flag][0]]}")
     parser.add_argument("--max-seconds", type=float, default=300.0)
     parser.add_argument("--results", default="zoo_results.jsonl")
     parser.add_argument("--table", help="print the markdown table of this results file")
+    parser.add_argument("--too-large", help="comma-separated names to record as not run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.table:
         print(table(Path(args.table), zoo_names()))
     elif args.child:
         warnings.filterwarnings("ignore")
+        for flag, (key, _) in OVERRIDES.items():
+            value = getattr(args, flag[2:].replace("-", "_"))
+            SETTINGS[key] = SETTINGS[key] if value is None else value
         with tempfile.TemporaryDirectory(prefix="zoo-") as work:
             print(json.dumps(run_one(args.child, args.granularities, Path(work))), flush=True)
     else:

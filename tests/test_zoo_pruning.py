@@ -10,6 +10,8 @@ training, one line each, and the rest is still gated.
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,6 +139,49 @@ def squeeze_excite() -> nn.Module:
 TINY = [grouped, depthwise, shuffle, concatenation, channels_last, squeeze_excite]
 
 
+class _WindowBlock(nn.Module):
+    """Swin's block on a channels-last image: attention within windows (a reshape into windows
+    and heads) and an MLP, each behind a LayerNorm and a residual addition."""
+
+    def __init__(self, width: int, heads: int = 2, window: int = 2) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        hidden = 2 * width
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.heads, self.window = heads, window
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, c = x.shape
+        s, heads = self.window, self.heads
+        y = self.norm1(x).view(n, h // s, s, w // s, s, c).permute(0, 1, 3, 2, 4, 5)
+        y = y.reshape(-1, s * s, c)
+        qkv = self.qkv(y).reshape(y.shape[0], s * s, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        attention = (qkv[0] @ qkv[1].transpose(-2, -1)).softmax(-1)
+        y = self.proj((attention @ qkv[2]).transpose(1, 2).reshape(-1, s * s, c))
+        y = y.view(n, h // s, w // s, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class _SwinLike(nn.Module):
+    """Patch embedding, two window blocks on (N, H, W, C), LayerNorm, pool, classifier."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, width, 4, stride=4)
+        self.blocks = nn.Sequential(_WindowBlock(width), _WindowBlock(width))
+        self.norm, self.fc = nn.LayerNorm(width), nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.blocks(self.embed(x).permute(0, 2, 3, 1)))
+        return self.fc(x.mean((1, 2)))
+
+
+def swin_like(input_shape: tuple[int, ...] = SHAPE, num_classes: int = 10) -> nn.Module:
+    return _SwinLike()
+
+
 def _train_to_prune(gated: GatedModel, cost: CostModel, shape: tuple[int, ...]) -> None:
     """A few steps of cross-entropy plus a heavy penalty towards 40% of the dense cost, then
     the weaker half of each group's gates closed (what more steps would reach): real removals,
@@ -162,9 +207,11 @@ def _train_to_prune(gated: GatedModel, cost: CostModel, shape: tuple[int, ...]) 
             log_alpha[weakest] = -10.0
 
 
-def _prune_and_compare(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
+def _prune_and_compare(
+    model: nn.Module, shape: tuple[int, ...], granularity: str = "channel"
+) -> tuple[int, int]:
     geometry = layer_geometry(model, shape)
-    groups = find_groups(model, shape, "channel", geometry=geometry)
+    groups = find_groups(model, shape, granularity, geometry=geometry)
     gated = GatedModel(model, groups, "hard_concrete")
     _train_to_prune(gated, CostModel(geometry, groups), shape)
     gated.eval()
@@ -222,6 +269,61 @@ def test_nothing_left_to_gate_is_one_line_error() -> None:
     assert "\n" not in str(error.value)
 
 
+def test_swin_like_mlp_blocks_prune_at_neuron_granularity() -> None:
+    """The MLPs of a Swin block run on channels-last images: at neuron granularity their
+    hidden units are neurons, gated, hardened exactly and removed; the attention, which a
+    reshape regroups into windows and heads, is refused in one line per layer."""
+    torch.manual_seed(0)
+    groups = find_groups(swin_like(), SHAPE, "neuron")
+    assert [g.name for g in groups] == ["blocks.0.mlp.0", "blocks.1.mlp.0"]
+    assert all(g.kind == "neuron" for g in groups)
+    assert any("'blocks.0.qkv'" in line and "reshape" in line for line in groups.refused)
+    assert all("\n" not in line for line in groups.refused)
+    dense, hardened = _prune_and_compare(swin_like(), SHAPE, "neuron")
+    assert hardened < dense
+
+
+def test_swin_like_neuron_trial_exports_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archsearch.config import TrialConfig
+    from archsearch.export import export_subnetwork
+    from archsearch.trial import run_trial
+
+    monkeypatch.setitem(sys.modules, "tests_zoo_blocks", sys.modules[__name__])
+    config = TrialConfig(
+        model="tests_zoo_blocks:swin_like",
+        data="synthetic",
+        data_options={"input_shape": list(SHAPE), "num_classes": 10, "n_samples": 24},
+        granularity="neuron",
+        gate="hard_concrete",
+        penalty_target=0.3,
+        penalty_lambda=20.0,
+        gate_lr=1.0,
+        epochs=2,
+        finetune_epochs=1,
+        batch_size=8,
+        device="cpu",
+        latency_runtime="off",
+    )
+    result = run_trial(config, out_dir=tmp_path / "trial")
+    assert result.metrics["flops"] < result.metrics["dense_flops"]
+    report = export_subnetwork(str(tmp_path / "trial"), "onnx", tmp_path / "swin.onnx")
+    assert report.flops == result.metrics["flops"] and report.max_abs_diff <= 1e-4
+
+
+@pytest.mark.slow
+def test_torchvision_swin_groups_are_found_in_seconds() -> None:
+    """Torch-Pruning's index lists through Swin's window and head reshapes grew by their
+    stride on every pass (over 150 s for one ``find_groups``): now a group stops there."""
+    model = create_model("torchvision/swin_t", (3, 32, 32), 10)
+    started = time.perf_counter()
+    groups = find_groups(model, (3, 32, 32), "neuron")
+    assert time.perf_counter() - started < 60
+    assert len(groups) == 12 and all(g.name.endswith(".mlp.0") for g in groups)
+    assert any("reshape" in line for line in groups.refused)
+
+
 TORCHVISION = ["mobilenet_v3_small", "shufflenet_v2_x0_5", "regnet_x_400mf", "convnext_tiny"]
 
 
@@ -239,7 +341,6 @@ def test_the_search_preflight_names_the_refused_layers(
 ) -> None:
     """A user's ShuffleNet-like model in a space file: the report printed before the search
     names each layer it will not gate, with the reason, and still finds groups to gate."""
-    import sys
     import textwrap
 
     from archsearch.space import load_spec

@@ -13,8 +13,9 @@ Three layouts need more than Torch-Pruning's groups as they come:
 * channels reordered by a reshape (ShuffleNet's channel shuffle) or normalised together
   (LayerNorm, GroupNorm): removing some would change the rest, so those groups are refused,
   one line per layer, before training (``FoundGroups.refused``), and the rest are gated;
-* Linear layers on channels-last images (ConvNeXt's blocks) are pointwise convolutions:
-  they are channels, masked on the last axis of their output.
+* Linear layers on channels-last images (ConvNeXt's blocks, Swin's MLPs) are pointwise
+  convolutions: channels at a granularity that has channels, else neurons (so ``neuron``
+  prunes Swin's MLP blocks as it prunes ViT's), masked on the last axis of their output.
 """
 
 from __future__ import annotations
@@ -230,10 +231,13 @@ def _describe(kind: str) -> str:
     return {"neuron": "hidden Linear layers", "channel": "Conv2d layers"}[kind]
 
 
-def _kind(root: nn.Module, geometry: LayerGeometry) -> str:
-    """Convolutions and Linear layers on channels-last images switch channels; other Linear
-    layers switch neurons."""
-    if isinstance(root, nn.Conv2d) or geometry.extra.get("channels_last"):
+def _kind(root: nn.Module, geometry: LayerGeometry, kinds: tuple[str, ...]) -> str:
+    """Convolutions switch channels; Linear layers on channels-last images too when the
+    granularity has channels (pointwise convolutions), else neurons; other Linear layers
+    switch neurons."""
+    if isinstance(root, nn.Conv2d):
+        return "channel"
+    if geometry.extra.get("channels_last") and "channel" in kinds:
         return "channel"
     return "neuron"
 
@@ -250,7 +254,10 @@ def _structured_groups(
     order = list(geometry)
     groups, refused = [], []
     for root, group in candidate_groups(graph, classifier, names):
-        if names.get(root) not in geometry or _kind(root, geometry[names[root]]) not in kinds:
+        if names.get(root) not in geometry:
+            continue
+        kind = _kind(root, geometry[names[root]], kinds)
+        if kind not in kinds:
             continue
         reason = group if isinstance(group, str) else refusal(graph, group, names)
         repeat = channel_groups(group) if reason is None else None
@@ -262,7 +269,7 @@ def _structured_groups(
                 f"layer {names[m]!r} ({type(m).__name__}) is not gated: {reason}" for m in layers
             ]
             continue
-        spec = _group_spec(graph, group, names, _kind(root, geometry[names[root]]))
+        spec = _group_spec(graph, group, names, kind)
         groups.append(_with_repeat(spec, repeat))
     found = FoundGroups(sorted(groups, key=lambda g: order.index(g.name)))
     found.refused = tuple(dict.fromkeys(refused))

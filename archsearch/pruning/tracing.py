@@ -4,6 +4,15 @@ Torch-Pruning couples channels across residual additions, concatenations and spl
 it cannot follow them (a reshape it mis-infers, as in a channel shuffle) the groups it builds
 are refused with a reason instead of failing the model, and every other failure becomes one
 line naming the model or the layer.
+
+Two costs are kept linear in the size of the graph. Torch-Pruning re-derives every index
+mapping before each group it builds (seconds per group on a Swin); while listing the groups
+nothing is removed, so the mapping of the trace is reused. And a reshape that regroups
+channels into something else (attention heads, windows: Swin, MaxViT) gets a flatten
+mapping that multiplies each index by its stride; where those reshapes form a cycle the index
+lists grow by that stride on every pass (a million indices for a 768-wide Swin layer, minutes
+per group). Only the flatten in front of a Linear layer (a classifier) is followed; a group
+that reaches any other one is refused at that point, in one line.
 """
 
 from __future__ import annotations
@@ -18,10 +27,16 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import index_mapping
+from torch_pruning.dependency.index_mapping import _FlattenIndexMapping
 
 from archsearch.errors import GranularityError, first_line
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+
+REORDERED = (
+    "its channels are reordered by a reshape (a channel shuffle, attention heads, windows) "
+    "that Torch-Pruning cannot follow"
+)
 
 
 def candidate_groups(
@@ -35,8 +50,12 @@ def candidate_groups(
             continue
         width = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
         try:
-            with tolerant_index_mapping():
+            with tolerant_index_mapping(reuse=True):
                 group = graph.get_pruning_group(module, _OUT_FNS[type(module)], list(range(width)))
+        except UnfollowedReshape:
+            seen.add(module)
+            yield module, REORDERED
+            continue
         except Exception as error:  # Torch-Pruning's own failure, as one line
             seen.add(module)
             yield (
@@ -65,17 +84,19 @@ _OUT_FNS = {nn.Conv2d: tp.prune_conv_out_channels, nn.Linear: tp.prune_linear_ou
 def refusal(graph: tp.DependencyGraph, group: Any, names: dict) -> str | None:
     """Why removing some of the group's channels would change what the others compute."""
     for item in group:
-        module = item.dep.target.module
+        module, node = item.dep.target.module, item.dep.target
+        if getattr(node, "archsearch_unmapped", False) and node.type.name != "RESHAPE":
+            return (
+                f"its channels pass a {node.type.name.lower()} whose parts Torch-Pruning cannot "
+                "size, so which channels it removes there is unknown"
+            )
         if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
             return (
                 f"its channels are normalised together by {type(module).__name__} "
                 f"{names.get(module, '?')!r}, so removing some would change the others"
             )
         if _reorders_channels(item):
-            return (
-                "its channels are reordered by a reshape (e.g. a channel shuffle) that "
-                "Torch-Pruning cannot follow"
-            )
+            return REORDERED
     return None
 
 
@@ -169,22 +190,57 @@ _MAPPERS = {
 }
 
 
+class UnfollowedReshape(Exception):
+    """A group's channels reached a reshape that regroups them (not a flatten into a Linear)."""
+
+
+def _refuse_regrouping(_idxs: Any) -> Any:
+    """Stands in for the flatten mapping of a regrouping reshape: stops the group there."""
+    raise UnfollowedReshape(REORDERED)
+
+
+_REGROUPING_TYPES = ("RESHAPE", "EXPAND")
+
+
+def _flattens_into_linear(node: Any) -> bool:
+    return bool(node.outputs) and all(isinstance(o.module, nn.Linear) for o in node.outputs)
+
+
+def _guard_regrouping(graph: tp.DependencyGraph) -> None:
+    """Replace each flatten mapping that is not a flatten into a Linear layer (see the module
+    docstring): followed, it multiplies the indices on every pass of a cycle."""
+    for node in graph.module2node.values():
+        for dep in node.dependencies:
+            ends = [n for n in (dep.source, dep.target) if n.type.name in _REGROUPING_TYPES]
+            if not ends or any(_flattens_into_linear(n) for n in ends):
+                continue
+            for i, mapping in enumerate(dep.index_mapping):
+                if isinstance(mapping, _FlattenIndexMapping):
+                    dep.index_mapping[i] = _refuse_regrouping
+
+
 @contextlib.contextmanager
-def tolerant_index_mapping() -> Iterator[None]:
-    """Map indices operator by operator, so one reshape Torch-Pruning cannot infer (the
-    ZeroDivisionError of a channel shuffle) marks that node instead of failing the model.
-    Torch-Pruning maps again for every group it builds: hold this around those calls too."""
+def tolerant_index_mapping(*, reuse: bool = False) -> Iterator[None]:
+    """Map indices operator by operator, so one operator Torch-Pruning cannot infer (the
+    ZeroDivisionError of a channel shuffle, the TypeError of a concatenation it cannot size
+    in Swin-S) marks that node instead of failing the model.
+    Torch-Pruning maps again for every group it builds: hold this around those calls too.
+    ``reuse`` keeps a mapping already made on the graph (only while nothing is removed)."""
     original = index_mapping.update_index_mapping
 
     def update(graph: tp.DependencyGraph) -> None:
+        if reuse and getattr(graph, "archsearch_mapped", False):
+            return
         for node in graph.module2node.values():
             mapper = getattr(index_mapping, _MAPPERS.get(node.type.name, ""), None)
             if mapper is None:
                 continue
             try:
                 mapper(graph, node)
-            except ArithmeticError:
+            except (ArithmeticError, TypeError):  # a split it cannot size (a None width)
                 node.archsearch_unmapped = True
+        _guard_regrouping(graph)
+        graph.archsearch_mapped = True
 
     index_mapping.update_index_mapping = update
     try:
