@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
+from archsearch.gates import fused
 from archsearch.gates.base import Gate
 from archsearch.gates.registry import register_gate
 from archsearch.gates.shared import keep_logit
@@ -87,8 +88,20 @@ class ArmGate(Gate):
         self._u = torch.rand(self.n, device=pi.device, dtype=pi.dtype)
         return (self._u < pi).to(pi.dtype)
 
+    def fused_masked_weight(
+        self, weight: torch.Tensor, scores: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        phi = self.phi
+        if self._antithetic:
+            u = self._stored_u()
+        else:
+            self._u = u = torch.rand(self.n, device=phi.device, dtype=phi.dtype)
+        flags = torch.tensor([self.hard_sigmoid, self._antithetic], device=phi.device)
+        return fused.masked_weight(_FUSED, weight, u, phi, phi.new_tensor(self.k), flags)
+
     def keep_probability(self, scores: torch.Tensor | None = None) -> torch.Tensor:
-        return self._pi()
+        cached = self.fused_keep(scores)
+        return cached if cached is not None else self._pi()
 
     def hard_mask(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         return self.phi > 0
@@ -103,7 +116,14 @@ class ArmGate(Gate):
     def add_two_pass_gradient(self, loss: float, antithetic_loss: float) -> None:
         """Add the ARM estimate; a plain add so it sums with the penalty's autograd gradient."""
         u = self._stored_u()
-        grad = (float(antithetic_loss) - float(loss)) * (u - 0.5) * self._logit_slope()
+        difference = float(antithetic_loss) - float(loss)
+        if self.phi.grad is not None and self.n >= fused.MIN_GROUPS and fused.enabled():
+            # one loop instead of five passes over one value per weight
+            flag = torch.tensor(self.hard_sigmoid, device=u.device)
+            k, gap = u.new_tensor(self.k), u.new_tensor(difference)
+            self.phi.grad = _add_estimate(self.phi.grad, u, self.phi.detach(), k, flag, gap)
+            return
+        grad = difference * (u - 0.5) * self._logit_slope()
         if self.phi.grad is None:
             self.phi.grad = grad.detach().clone()
         else:
@@ -123,3 +143,75 @@ class ArmGate(Gate):
         if self._u is None:
             raise RuntimeError("arm gate: run a training forward pass before the antithetic pass")
         return self._u
+
+
+def _pi(phi: torch.Tensor, k: torch.Tensor, hard_sigmoid: torch.Tensor) -> torch.Tensor:
+    """``ArmGate._pi``; hard_sigmoid: a 0-d bool tensor."""
+    hard_pi = torch.clamp(k * phi / HARD_SIGMOID_DIVISOR + 0.5, 0.0, 1.0)
+    return torch.where(hard_sigmoid, hard_pi, torch.sigmoid(k * phi))
+
+
+def _slope(
+    pi: torch.Tensor, phi: torch.Tensor, k: torch.Tensor, hard_sigmoid: torch.Tensor
+) -> torch.Tensor:
+    """d pi / d phi, from pi itself for the sigmoid (no second exp), and the hard sigmoid's
+    k / 7 where its clamp lets phi through (bounds included, as autograd's clamp does)."""
+    pre = k * phi / HARD_SIGMOID_DIVISOR + 0.5
+    inside = (pre >= 0.0) & (pre <= 1.0)
+    hard_slope = torch.where(inside, k / HARD_SIGMOID_DIVISOR, torch.zeros_like(pre))
+    return torch.where(hard_sigmoid, hard_slope, k * pi * (1.0 - pi))
+
+
+def _z(u: torch.Tensor, pi: torch.Tensor, antithetic: torch.Tensor) -> torch.Tensor:
+    """``sample``'s z: 1[u < pi], or 1[u > 1 - pi] in the antithetic pass."""
+    return torch.where(antithetic, u > 1.0 - pi, u < pi).to(pi.dtype)
+
+
+@fused.formula
+def _masked(
+    weight: torch.Tensor, u: torch.Tensor, phi: torch.Tensor, k: torch.Tensor, flags: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The weight where z is 1, and pi (the keep probability, kept for the backward);
+    flags = (hard sigmoid, antithetic pass)."""
+    pi = _pi(phi, k, flags[0])
+    return weight * _z(u, pi, flags[1]).view_as(weight), pi, pi
+
+
+@fused.formula
+def _masked_backward(
+    grad: torch.Tensor,
+    grad_keep: torch.Tensor,
+    weight: torch.Tensor,
+    u: torch.Tensor,
+    phi: torch.Tensor,
+    k: torch.Tensor,
+    flags: torch.Tensor,
+    pi: torch.Tensor,
+) -> tuple[torch.Tensor, None, torch.Tensor, None, None]:
+    """The weight's gradient through z; phi's only through pi (the data loss's comes from
+    the two-pass estimator)."""
+    z = _z(u, pi, flags[1]).view_as(grad)
+    return grad * z, None, grad_keep * _slope(pi, phi, k, flags[0]), None, None
+
+
+@fused.formula
+def _add_estimate(
+    grad: torch.Tensor,
+    u: torch.Tensor,
+    phi: torch.Tensor,
+    k: torch.Tensor,
+    hard_sigmoid: torch.Tensor,
+    difference: torch.Tensor,
+) -> torch.Tensor:
+    """grad + ``add_two_pass_gradient``'s estimate: difference * (u - 1/2) * d logit(pi) /
+    d phi (k, or the hard sigmoid's slope over pi (1 - pi), 0 where pi is clamped)."""
+    pi = torch.clamp(k * phi / HARD_SIGMOID_DIVISOR + 0.5, 0.0, 1.0)
+    inside = (pi > 0) & (pi < 1)
+    hard_slope = torch.where(
+        inside, (k / HARD_SIGMOID_DIVISOR) / (pi * (1.0 - pi)), torch.zeros_like(pi)
+    )
+    slope = torch.where(hard_sigmoid, hard_slope, k.expand_as(pi))
+    return grad + difference * (u - 0.5) * slope
+
+
+_FUSED = (_masked, _masked_backward)

@@ -14,6 +14,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from archsearch.gates import fused
+
 
 class Gate(nn.Module, abc.ABC):
     """Base class of the differentiable gate methods.
@@ -113,6 +115,36 @@ class Gate(nn.Module, abc.ABC):
         if self.training:
             return self.sample(scores)
         return self.hard_mask(scores).to(self._dtype()) * self.test_scale(scores)
+
+    def masked_weight(
+        self, weight: torch.Tensor, scores: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``weight * z`` for a weight-granularity gate (one group per weight, z viewed as the
+        weight): what the gated layer computes with. In training it takes the method's fused
+        formula (``fused_masked_weight``, ``archsearch.gates.fused``), which gives the same
+        values and gradients as ``sample`` times the weight in far fewer passes, and the keep
+        probability with them, held for the step's ``keep_probability(scores)``. Gates of
+        fewer than ``fused.MIN_GROUPS`` weights stay eager: there the fixed cost of a
+        compiled call outweighs the passes it saves."""
+        if self.training and self.n >= fused.MIN_GROUPS and fused.enabled():
+            both = self.fused_masked_weight(weight, scores)
+            if both is not None:
+                if both[1].requires_grad:
+                    fused.remember_keep(self, both[1], scores)
+                return both[0]
+        return weight * self(scores).view_as(weight)
+
+    def fused_masked_weight(
+        self, weight: torch.Tensor, scores: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The training-mode ``weight * sample(scores)`` and ``keep_probability(scores)``
+        through ``fused.masked_weight``; None (the default) where the method has none."""
+        return None
+
+    def fused_keep(self, scores: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The keep probability the last fused forward computed, if still current
+        (``fused.recall_keep``); each method's ``keep_probability`` returns it first."""
+        return fused.recall_keep(self, scores)
 
     def extra_repr(self) -> str:
         return f"n={self.n}"

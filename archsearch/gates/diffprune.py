@@ -8,15 +8,18 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
+from archsearch.gates import fused
 from archsearch.gates.base import Gate
 from archsearch.gates.registry import register_gate
 from archsearch.gates.shared import (
     GAMMA,
+    SIGMOID_BOUND,
     ZETA,
     annealed,
     check_temperatures,
     keep_logit,
     stretch,
+    stretch_slope,
 )
 
 #: logit(-gamma / (zeta - gamma)) = log(1/11): where the stretched sigmoid crosses zero
@@ -74,8 +77,21 @@ class DiffPruneGate(Gate):
             x = x + self.sigma * torch.randn(self.n, device=x.device, dtype=x.dtype)
         return self._z(x)
 
+    def fused_masked_weight(
+        self, weight: torch.Tensor, scores: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.x
+        if self.stochastic and self.sigma > 0:
+            noise = torch.randn(self.n, device=x.device, dtype=x.dtype)
+            sigma = x.new_tensor(self.sigma)
+            return fused.masked_weight(_FUSED_NOISY, weight, x, self.tau, noise, sigma)
+        return fused.masked_weight(_FUSED, weight, x, self.tau)
+
     def keep_probability(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         """sigmoid((x - x0) / tau): a smooth stand-in for 1[z > 0] = 1[x > x0]."""
+        cached = self.fused_keep(scores)
+        if cached is not None:
+            return cached
         return torch.sigmoid(self.x / self.tau - LOGIT_ZERO)
 
     def hard_mask(self, scores: torch.Tensor | None = None) -> torch.Tensor:
@@ -92,3 +108,90 @@ class DiffPruneGate(Gate):
         z = stretch(torch.sigmoid(x / self.tau))
         # Rounding could leave a sliver above 0 at x0 itself; the documented cut is exact.
         return torch.where(x > self.tau * LOGIT_ZERO, z, torch.zeros_like(z))
+
+
+def _z(x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``DiffPruneGate._z``, the sigmoid behind it and exp(-x / tau), which also gives the
+    keep probability: sigmoid(x / tau - LOGIT_ZERO) = 1 / (1 + exp(-x / tau) exp(LOGIT_ZERO))."""
+    e = torch.exp(-(x / tau).clamp(-SIGMOID_BOUND, SIGMOID_BOUND))  # no denormal e
+    s = 1.0 / (1.0 + e)
+    return torch.where(x > tau * LOGIT_ZERO, stretch(s), torch.zeros_like(s)), s, e
+
+
+def _grads(
+    grad: torch.Tensor,
+    grad_keep: torch.Tensor,
+    weight: torch.Tensor,
+    inputs: tuple[torch.Tensor, torch.Tensor],
+    kept: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight's and x's gradients. ``inputs``: the noisy x~ and tau; ``kept``: the
+    forward's sigmoid of x~ and the keep probability (z is 0 at and below x0)."""
+    (noisy, tau), (s, keep) = inputs, kept
+    open_ = noisy > tau * LOGIT_ZERO
+    zero = torch.zeros_like(s)
+    z = torch.where(open_, stretch(s), zero).view_as(grad)
+    slope = torch.where(open_, stretch_slope(s), zero)
+    grad_x = ((grad * weight).flatten() * slope + grad_keep * keep * (1.0 - keep)) / tau
+    return grad * z, grad_x
+
+
+def _forward(
+    weight: torch.Tensor, x: torch.Tensor, noisy: torch.Tensor, tau: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    z, s, e = _z(noisy, tau)
+    if noisy is not x:  # the keep probability is of the noiseless x
+        e = torch.exp(-(x / tau).clamp(-SIGMOID_BOUND, SIGMOID_BOUND))
+    keep = 1.0 / (1.0 + e * math.exp(LOGIT_ZERO))
+    return weight * z.view_as(weight), keep, s, keep
+
+
+@fused.formula
+def _masked(weight: torch.Tensor, x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The weight times z, and the keep probability; keeps the sigmoid for the backward."""
+    return _forward(weight, x, x, tau)
+
+
+@fused.formula
+def _masked_backward(
+    grad: torch.Tensor,
+    grad_keep: torch.Tensor,
+    weight: torch.Tensor,
+    x: torch.Tensor,
+    tau: torch.Tensor,
+    s: torch.Tensor,
+    keep: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, None]:
+    return (*_grads(grad, grad_keep, weight, (x, tau), (s, keep)), None)
+
+
+@fused.formula
+def _masked_noisy(
+    weight: torch.Tensor,
+    x: torch.Tensor,
+    tau: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Stochastic mode: x~ = x + sigma * N(0, 1), the N(0, 1) draw given."""
+    return _forward(weight, x, x + sigma * noise, tau)
+
+
+@fused.formula
+def _masked_noisy_backward(
+    grad: torch.Tensor,
+    grad_keep: torch.Tensor,
+    weight: torch.Tensor,
+    x: torch.Tensor,
+    tau: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+    s: torch.Tensor,
+    keep: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, None, None, None]:
+    inputs = (x + sigma * noise, tau)
+    return (*_grads(grad, grad_keep, weight, inputs, (s, keep)), None, None, None)
+
+
+_FUSED = (_masked, _masked_backward)
+_FUSED_NOISY = (_masked_noisy, _masked_noisy_backward)

@@ -5,9 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archsearch.gates import fused
 from archsearch.gates.base import Gate
 from archsearch.gates.registry import register_gate
-from archsearch.gates.shared import annealed, check_temperatures, keep_logit, logistic_noise
+from archsearch.gates.shared import (
+    SIGMOID_BOUND,
+    annealed,
+    check_temperatures,
+    keep_logit,
+    logistic_noise,
+)
 
 #: a little init noise so gates at drop rate 0.5 do not all sit exactly on the eval threshold
 INIT_STD = 1e-2
@@ -53,8 +60,17 @@ class GumbelSoftmaxGate(Gate):
         # y - y.detach() is exactly 0 in value but carries y's gradient: z is exactly binary.
         return hard + (y - y.detach())
 
+    def fused_masked_weight(
+        self, weight: torch.Tensor, scores: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # the noise is drawn and logit-ed eagerly, as in ``sample``: a log in the compiled
+        # loop (Sleef) cost ~5x torch's own logit on the 2-vCPU machine
+        noise = logistic_noise(self.theta)
+        return fused.masked_weight(_FUSED, weight, noise, self.theta, self.tau)
+
     def keep_probability(self, scores: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.sigmoid(self.theta)
+        cached = self.fused_keep(scores)
+        return cached if cached is not None else torch.sigmoid(self.theta)
 
     def hard_mask(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         return self.theta > 0
@@ -65,3 +81,35 @@ class GumbelSoftmaxGate(Gate):
 
     def set_progress(self, progress: float) -> None:
         self.tau.fill_(annealed(self.tau0, self.tau_min, progress))
+
+
+@fused.formula
+def _masked(
+    weight: torch.Tensor, noise: torch.Tensor, theta: torch.Tensor, tau: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The weight where ``sample``'s hard z is 1 (noise: its logistic draw) and the keep
+    probability; keeps the relaxed y for the backward."""
+    # bounded: at tau_min = 0.1 the argument reaches +-200, where y would be a denormal
+    y = torch.sigmoid(((theta + noise) / tau).clamp(-SIGMOID_BOUND, SIGMOID_BOUND))
+    keep = torch.sigmoid(theta)
+    return weight * (y > 0.5).to(weight.dtype).view_as(weight), keep, y, keep
+
+
+@fused.formula
+def _masked_backward(
+    grad: torch.Tensor,
+    grad_keep: torch.Tensor,
+    weight: torch.Tensor,
+    noise: torch.Tensor,
+    theta: torch.Tensor,
+    tau: torch.Tensor,
+    y: torch.Tensor,
+    keep: torch.Tensor,
+) -> tuple[torch.Tensor, None, torch.Tensor, None]:
+    """Straight through: the weight sees the hard z, theta the relaxed y's slope."""
+    hard = (y > 0.5).to(grad.dtype).view_as(grad)
+    grad_theta = (grad * weight).flatten() * (y * (1.0 - y)) / tau
+    return grad * hard, None, grad_theta + grad_keep * keep * (1.0 - keep), None
+
+
+_FUSED = (_masked, _masked_backward)

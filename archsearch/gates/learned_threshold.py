@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
+from archsearch.gates import fused
 from archsearch.gates.base import Gate
 from archsearch.gates.registry import register_gate
+from archsearch.gates.shared import bounded_sigmoid
 
 
 @register_gate(
@@ -71,8 +73,19 @@ class LearnedThresholdGate(Gate):
     def sample(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         return self._soft_mask(scores)
 
+    def fused_masked_weight(
+        self, weight: torch.Tensor, scores: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """At weight granularity a weight's score is its square (docs/gates.md): the fused
+        formula squares the weight itself, so the gradient reaches the weight in the same
+        pass rather than through a second graph of ``scores`` (``scores``, the same
+        numbers, still identifies the step for ``keep_probability``)."""
+        self._ready(scores)
+        return fused.masked_weight(_FUSED, weight, self.tau, self.temperature)
+
     def keep_probability(self, scores: torch.Tensor | None = None) -> torch.Tensor:
-        return self._soft_mask(scores)
+        cached = self.fused_keep(scores)
+        return cached if cached is not None else self._soft_mask(scores)
 
     def hard_mask(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         scores = self._ready(scores)
@@ -96,8 +109,11 @@ class LearnedThresholdGate(Gate):
             self.relative_tau.clamp_(min=0.0)
 
     def _soft_mask(self, scores: torch.Tensor | None) -> torch.Tensor:
+        """sigmoid((s - tau) / T), exactly 0 where it is under 1e-26 (``bounded_sigmoid``:
+        at small temperatures most scores sit that far out, and the denormal floats the plain
+        sigmoid makes there slowed every product with the mask)."""
         scores = self._ready(scores)
-        return torch.sigmoid((scores - self.tau) / self.temperature)
+        return bounded_sigmoid((scores - self.tau) / self.temperature)
 
     def _update_temperature(self) -> None:
         ratio = self.final_fraction / self.temperature_fraction
@@ -128,3 +144,32 @@ class LearnedThresholdGate(Gate):
         super()._load_from_state_dict(*args, **kwargs)
         # The loaded scale decides whether this gate is calibrated; look at it on next use.
         self._calibrated = False
+
+
+@fused.formula
+def _masked(
+    weight: torch.Tensor, tau: torch.Tensor, temperature: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The weight times its soft mask m on the score weight^2, and m (the keep
+    probability); keeps m."""
+    m = bounded_sigmoid((weight * weight - tau) / temperature).flatten()
+    return weight * m.view_as(weight), m, m
+
+
+@fused.formula
+def _masked_backward(
+    grad: torch.Tensor,
+    grad_keep: torch.Tensor,
+    weight: torch.Tensor,
+    tau: torch.Tensor,
+    temperature: torch.Tensor,
+    m: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """Gradients for the weight (through the mask's value and through its score) and tau
+    (minus the scores')."""
+    grad_m = (grad * weight).flatten() + grad_keep
+    grad_scores = (grad_m * (m * (1.0 - m)) / temperature).view_as(grad)
+    return grad * m.view_as(grad) + 2.0 * weight * grad_scores, -grad_scores.sum(), None
+
+
+_FUSED = (_masked, _masked_backward)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
+from archsearch.gates import fused
 from archsearch.gates.base import Gate
 from archsearch.gates.registry import register_gate
 
@@ -53,9 +54,18 @@ class TrainableGate(Gate):
         # surrogate - surrogate.detach() is exactly 0 in value: z stays exactly binary.
         return step + (surrogate - surrogate.detach())
 
+    def fused_masked_weight(
+        self, weight: torch.Tensor, scores: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.gradient_shape == "sigmoid":
+            scale = self.w.new_tensor(self.sigmoid_scale)
+            return fused.masked_weight(_FUSED_SIGMOID, weight, self.w, scale)
+        return fused.masked_weight(_FUSED, weight, self.w)
+
     def keep_probability(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         """z itself, with its gradient: the penalty measures the actual current subnetwork."""
-        return self.sample(scores)
+        cached = self.fused_keep(scores)
+        return cached if cached is not None else self.sample(scores)
 
     def hard_mask(self, scores: torch.Tensor | None = None) -> torch.Tensor:
         return self.w >= 0
@@ -68,3 +78,41 @@ class TrainableGate(Gate):
         if self.gradient_shape == "sigmoid":
             return torch.sigmoid(self.sigmoid_scale * self.w)
         return self.w
+
+
+@fused.formula
+def _masked(
+    weight: torch.Tensor, w: torch.Tensor, *shape: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The weight where the step is 1, and the step (z, the keep probability)."""
+    step = (w >= 0).to(weight.dtype)
+    return weight * step.view_as(weight), step
+
+
+@fused.formula
+def _masked_backward(
+    grad: torch.Tensor, grad_keep: torch.Tensor, weight: torch.Tensor, w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Straight through: the step's value for the weight, s(w) = 1 for the gate through both
+    outputs."""
+    step = (w >= 0).to(grad.dtype)
+    return grad * step.view_as(grad), (grad * weight).flatten() + grad_keep
+
+
+@fused.formula
+def _masked_backward_sigmoid(
+    grad: torch.Tensor,
+    grad_keep: torch.Tensor,
+    weight: torch.Tensor,
+    w: torch.Tensor,
+    scale: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """s(w) = the slope of sigmoid(scale * w)."""
+    step = (w >= 0).to(grad.dtype)
+    s = torch.sigmoid(scale * w)
+    grad_w = ((grad * weight).flatten() + grad_keep) * (scale * s * (1.0 - s))
+    return grad * step.view_as(grad), grad_w, None
+
+
+_FUSED = (_masked, _masked_backward)
+_FUSED_SIGMOID = (_masked, _masked_backward_sigmoid)

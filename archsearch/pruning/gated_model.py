@@ -136,11 +136,15 @@ class GatedModel(nn.Module):
             return self.base(x)
         scores = {g.name: self.scores(g) for g in self.groups}
         self.last_scores = scores if self.training else None
-        self._active = {g.name: self.gate(g.name)(scores[g.name]) for g in self.groups}
+        # weight groups mask their layer's weight in one fused step; the others scale outputs
+        self._active = {
+            g.name: self.gate(g.name)(scores[g.name]) for g in self.groups if g.kind != "weight"
+        }
         try:
             masked = {
-                f"{g.name}.weight": self.weight_of(g.name)
-                * self._active[g.name].view_as(self.weight_of(g.name))
+                f"{g.name}.weight": self.gate(g.name).masked_weight(
+                    self.weight_of(g.name), scores[g.name]
+                )
                 for g in self.groups
                 if g.kind == "weight"
             }
