@@ -132,7 +132,9 @@ def test_a_user_model_runs_on_the_second_node(tmp_path: Path, ray_tmp: Path) -> 
     """usernet.py lives only in the driver's folder: Ray's runtime environment carries it."""
     project = write_user_project(tmp_path)
     space = project.space("user-on-a-cluster")
-    space["train"] = {**space["train"], "epochs": 3}  # long enough for both nodes to get one
+    # Tune hands a pending trial to an actor that has finished its first: trials long enough
+    # that the worker node's actor is up before the head's first trial ends
+    space["train"] = {**space["train"], "epochs": 20}  # ~15 s; the worker node came up 6 s later
     write_space(tmp_path, space)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with two_node_cluster(tmp_path, ray_tmp) as (address, driver_env):
