@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from archsearch.errors import ConfigError, UnknownNameError
@@ -79,7 +78,7 @@ class _ModelRegistry(Registry[ModelInfo]):
         return super().get(name)
 
     def hint(self, name: str) -> str:
-        if name in torchvision.models.list_models(module=torchvision.models):
+        if name in _torchvision_names():
             return f" (did you mean '{TORCHVISION_PREFIX}{name}'?)"
         return ""
 
@@ -323,8 +322,20 @@ def tiny_resnet(input_shape: tuple[int, ...], num_classes: int, *, width: int = 
 # -- torchvision ----------------------------------------------------------------------------
 
 
+def _torchvision_models() -> Any:
+    """``torchvision.models`` on first use: it imports torch's compiler stack (1.5 s of a
+    process's start-up here), which bundled and user models never need."""
+    import torchvision.models
+
+    return torchvision.models
+
+
+def _torchvision_names() -> list[str]:
+    return _torchvision_models().list_models(module=_torchvision_models())
+
+
 def _check_torchvision_name(tv_name: str) -> None:
-    known = torchvision.models.list_models(module=torchvision.models)
+    known = _torchvision_names()
     if tv_name not in known:
         raise UnknownNameError(
             f"unknown torchvision classifier {tv_name!r}; choose one of: {', '.join(known)}"
@@ -339,7 +350,7 @@ def _torchvision_model(
     weights_file: str | os.PathLike[str] | None = None,
 ) -> nn.Module:
     """Random init: weights are never downloaded, only read from ``weights_file`` if given."""
-    model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes)
+    model = _torchvision_models().get_model(tv_name, weights=None, num_classes=num_classes)
     _check_channels(model, tv_name, input_shape)
     if weights_file is not None:
         load_dense_weights(model, weights_file, f"torchvision/{tv_name}")
@@ -359,7 +370,7 @@ def _torchvision_aux_model(
     it the heads would only cost training time. A weights file may hold the heads or not."""
 
     def build(heads: bool) -> nn.Module:
-        return torchvision.models.get_model(
+        return _torchvision_models().get_model(
             tv_name, weights=None, num_classes=num_classes, aux_logits=heads, init_weights=True
         )
 

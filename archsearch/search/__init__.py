@@ -9,15 +9,39 @@ callback: progress lines, MLflow logging), ``resume`` (what ``--resume`` checks)
 (the Ray session), ``auth`` (token authentication, settled before Ray loads).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from archsearch.search.auth import token_auth_if_available
 
-# Ray reads RAY_AUTH_MODE once, when it loads: before the modules below import it.
+# Ray reads RAY_AUTH_MODE once, when it loads: before any module of this package imports it.
 token_auth_if_available()
 
-from archsearch.search.callbacks import SearchProgress  # noqa: E402
-from archsearch.search.cluster import ClusterError  # noqa: E402
-from archsearch.search.resume import ResumeError  # noqa: E402
-from archsearch.search.run import SearchOutcome, experiment_path, run_search  # noqa: E402
+# Loaded on first use: a Ray worker unpickling a trial imports ``worker`` (torch, Tune's
+# report) and would otherwise pay for the driver's MLflow, Optuna and Tuner too.
+_EXPORTS = {
+    "ClusterError": "cluster",
+    "ResumeError": "resume",
+    "SearchOutcome": "run",
+    "SearchProgress": "callbacks",
+    "experiment_path": "run",
+    "run_search": "run",
+}
+
+if TYPE_CHECKING:
+    from archsearch.search.callbacks import SearchProgress
+    from archsearch.search.cluster import ClusterError
+    from archsearch.search.resume import ResumeError
+    from archsearch.search.run import SearchOutcome, experiment_path, run_search
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "ClusterError",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from ray.tune.callback import CallbackList
 
 from archsearch.cost_gap import describe_cost_gap
 from archsearch.errors import short_error
-from archsearch.search.reports import is_final, stopped_epoch
+from archsearch.search.reports import is_final, stopped_epoch, trial_error_text
 
 if TYPE_CHECKING:
     from archsearch.tracking import SearchTracker
@@ -315,19 +314,3 @@ _RAY_KEYS = {
 } - {tune_result.NODE_IP}
 
 #: Ray colours the actor name in its error text
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def trial_error_text(trial: Any) -> str:
-    """The error Tune recorded for a trial: the driver-side error file (written just before
-    ``on_trial_error``), else the copy in the trial's storage."""
-    path = trial.error_file
-    if path and Path(path).is_file():
-        text = Path(path).read_text()
-    else:
-        try:
-            text = str(trial.get_error() or "")
-        except Exception:
-            text = ""
-    text = _ANSI.sub("", text)
-    return text or f"trial {trial.trial_id} failed (Ray recorded no error text)"

@@ -15,7 +15,9 @@ too: ``val_accuracy`` and NaN for the FLOPs, which only a hardened network has. 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 #: the gated epoch an epoch report was made after (absent from the final report)
@@ -51,3 +53,21 @@ def is_final(result: dict[str, Any] | None, objectives: Iterable[str]) -> bool:
 def at_stop(result: dict[str, Any]) -> dict[str, float]:
     """What a stopped trial had reached: the values of its last epoch report."""
     return {key: float(result[key]) for key in EPOCH_VALUES if key in result}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def trial_error_text(trial: Any) -> str:
+    """The error Tune recorded for a trial: the driver-side error file (written just before
+    ``on_trial_error``), else the copy in the trial's storage."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        text = Path(path).read_text()
+    else:
+        try:
+            text = str(trial.get_error() or "")
+        except Exception:
+            text = ""
+    text = _ANSI.sub("", text)
+    return text or f"trial {trial.trial_id} failed (Ray recorded no error text)"

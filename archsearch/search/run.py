@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ from archsearch.search.searcher import StudySearch, live_logged
 from archsearch.search.searcher import make_sampler as make_sampler  # where tests find it
 from archsearch.search.worker import RetryPolicy, trainable
 from archsearch.space import SearchSpec
-from archsearch.tracking import SearchTracker, check_reachable, resolve_tracking_uri
+from archsearch.tracking import SearchTracker, check_reachable, prepare_store, resolve_tracking_uri
 from archsearch.trial import load_data
 
 DEFAULT_STORAGE = "ray_results"
@@ -126,9 +127,22 @@ def run_search(
             f"data root {spec.base.data_root}: every Ray node reads it at this path (the "
             f"check here covers this machine only)"
         )
-    with quiet_ray(), ray_session(spec, address):
-        require_resources(spec)
-        return _run(spec, path, uri, resume, on_progress, data, budget)
+    with quiet_ray():
+        # a new store's tables while a local Ray starts; a cluster's address is checked
+        # first, so one that does not answer leaves nothing written
+        store = prepare_store(uri) if address is None else None
+        try:
+            with ray_session(spec, address):
+                require_resources(spec)
+                _join(store)
+                return _run(spec, path, uri, resume, on_progress, data, budget)
+        finally:
+            _join(store)  # never a half-made store: Ray's start can fail too
+
+
+def _join(thread: threading.Thread | None) -> None:
+    if thread is not None:
+        thread.join()
 
 
 def experiment_path(spec: SearchSpec, storage: str | None) -> Path:

@@ -21,7 +21,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import torch
@@ -30,10 +30,12 @@ from ray import tune
 from archsearch.config import TrialConfig
 from archsearch.data import DataSplits
 from archsearch.errors import first_line, short_error
-from archsearch.search.callbacks import ProgressFn, trial_error_text
-from archsearch.search.reports import epoch_report
-from archsearch.space import SearchSpec
+from archsearch.search.reports import epoch_report, trial_error_text
 from archsearch.trial import load_data, run_trial
+
+if TYPE_CHECKING:  # the driver's side: a worker never imports MLflow or the space parser
+    from archsearch.search.callbacks import ProgressFn
+    from archsearch.space import SearchSpec
 
 #: the trainable's name; Ray checks that a restored search runs the same one
 TRIAL_FUNCTION = "archsearch_trial"

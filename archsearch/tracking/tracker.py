@@ -14,7 +14,6 @@ while this one runs is refused, and a parent run left RUNNING by a killed driver
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,7 +24,6 @@ from typing import Any
 from mlflow.entities import Param
 
 from archsearch.constraints import Constraint
-from archsearch.errors import first_line
 from archsearch.hypervolume import front_hypervolume
 from archsearch.pareto import OBJECTIVES, format_objectives, front_csv, non_dominated
 from archsearch.run_rows import public_row, reference_from_run, row_from_run, trial_row
@@ -55,11 +53,10 @@ from archsearch.tracking.endings import (
     stopped_summary,
     trial_ending,
 )
-from archsearch.tracking.model_log import log_pytorch_model
+from archsearch.tracking.front_models import FrontModels, log_front_model
 from archsearch.tracking.outage import Outage
 from archsearch.tracking.rows import row_values, write_reference
 from archsearch.tracking.store import (
-    MODEL_TAG,
     OBJECTIVES_TAG,
     PARENT_TAG,
     PARETO_TAG,
@@ -109,6 +106,7 @@ class SearchTracker:
         self._pending: list[Callable[[bool], None]] = []  # ``finish_waits_for``
         with store_errors(self.tracking_uri):
             self.client = open_client(self.tracking_uri)
+            self.models = FrontModels(self.client)  # joiners' models, in the background
             self.experiment_id = get_or_create_experiment(self.client, experiment)
             self.parent_run_id = self._open_parent(search_params or {}, resume)
             self._load_children()
@@ -311,6 +309,7 @@ class SearchTracker:
         front = {r for r, on in zip(run_ids, flags, strict=True) if on}
         for run_id in front ^ self._front:
             self.client.set_tag(run_id, PARETO_TAG, "true" if run_id in front else "false")
+        self.models.offer(front - self._front)
         self._front = front
         self._unranked.clear()
 
@@ -339,8 +338,9 @@ class SearchTracker:
     # -- the end -------------------------------------------------------------------------
 
     def finish(self, *, status: str = "FINISHED", log_front_models: bool = True) -> list[dict]:
-        """Log the final front's models in MLflow's PyTorch flavour (seconds each, hence only
-        here and only for the front), end the parent run, and return the front rows. Waits
+        """Log the final front's models in MLflow's PyTorch flavour (those the background
+        thread has not logged as they joined: ``front_models``), end the parent run, and
+        return the front rows. Waits
         for a tracking server that is away, up to the outage limit (then ``StoreOutage``),
         except for a FAILED search: its error goes first, and a parent left RUNNING by a
         driver that is gone stays resumable."""
@@ -362,29 +362,14 @@ class SearchTracker:
 
     def _finish(self, status: str, log_front_models: bool) -> list[dict]:
         with self._lock:
+            self.models.close()
             if self._summary_due:
                 self._update_front()
                 self._log_parent_summary(hypervolume=True)
                 self._summary_due = False
             rows = self._front_rows()
-            if log_front_models:
+            if log_front_models:  # what the background thread did not reach
                 for row in rows:
-                    self._log_model(row["run_id"])
+                    log_front_model(self.client, row["run_id"])
             self.client.set_terminated(self.parent_run_id, status)
             return rows
-
-    def _log_model(self, run_id: str) -> None:
-        run = self.client.get_run(run_id)
-        if MODEL_TAG in run.data.tags:
-            return  # logged by an earlier finish of a resumed search
-        try:
-            model_uri = log_pytorch_model(self.client, run_id)
-        except Exception as error:  # one model that does not export must not lose the search
-            self.client.set_tag(run_id, "archsearch.model_error", first_line(error)[:500])
-            print(
-                f"archsearch: warning: could not log the model of run {run_id} in MLflow: "
-                f"{first_line(error)}",
-                file=sys.stderr,
-            )
-            return
-        self.client.set_tag(run_id, MODEL_TAG, model_uri)
