@@ -323,8 +323,7 @@ def tiny_resnet(input_shape: tuple[int, ...], num_classes: int, *, width: int = 
 
 
 def _torchvision_models() -> Any:
-    """``torchvision.models`` on first use: it imports torch's compiler stack (1.5 s of a
-    process's start-up here), which bundled and user models never need."""
+    """``torchvision.models``, imported here only: it loads torch's compiler stack (1.5 s)."""
     import torchvision.models
 
     return torchvision.models
