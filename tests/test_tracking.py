@@ -352,8 +352,8 @@ def test_a_fixed_penalty_weight_is_stored_once_as_a_param(store, client, trials)
 
 
 def global_tracking_uri() -> tuple[str | None, str]:
-    """MLflow's global URI as seen between model logs (other trackers of this module log
-    theirs from background threads, each holding the lock while it sets the URI)."""
+    """MLflow's global URI as seen between model logs (each holds the lock while it sets
+    the URI)."""
     with model_log._GLOBAL_URI_LOCK:
         return os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
 
@@ -379,22 +379,6 @@ def test_finish_logs_the_front_models_loadable_by_mlflow(
         assert torch.allclose(model(x), load_subnetwork(folder)(x), atol=1e-5)
     logged = client.search_logged_models([tracker.experiment_id])
     assert [m.source_run_id for m in logged] == [run_id]  # in this experiment, not Default
-
-
-def test_a_run_gets_its_model_as_it_joins_the_front(store, client, trials) -> None:
-    """In the background while the search goes on, so its end waits only for the last
-    changes; the end logs no second model."""
-    params, folder, metrics = trials[0]
-    tracker = SearchTracker("model-while-running", tracking_uri=store)
-    run_id = tracker.log_trial("j0", params, metrics=metrics, trial_dir=folder)
-    deadline = time.monotonic() + 120
-    while "archsearch.model_uri" not in client.get_run(run_id).data.tags:
-        assert time.monotonic() < deadline, "no model logged in the background"
-        time.sleep(0.2)
-    assert client.get_run(tracker.parent_run_id).info.status == "RUNNING"
-    tracker.finish()
-    logged = client.search_logged_models([tracker.experiment_id])
-    assert [m.source_run_id for m in logged] == [run_id]
 
 
 def test_pareto_command_prints_the_front(search, store, capsys) -> None:

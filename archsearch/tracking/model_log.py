@@ -60,8 +60,8 @@ def _pip_requirements() -> list[str]:
     return mlflow.pytorch.get_default_pip_requirements()
 
 
-#: one ``log_model`` at a time per process: each sets MLflow's global URI for its call, and
-#: every search tracker in a process logs its front's models from a thread of its own
+#: one ``log_model`` at a time per process: each sets MLflow's global URI for its call (two
+#: searches run from threads of one Python program would otherwise swap each other's)
 _GLOBAL_URI_LOCK = threading.Lock()
 
 

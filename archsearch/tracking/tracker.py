@@ -53,7 +53,7 @@ from archsearch.tracking.endings import (
     stopped_summary,
     trial_ending,
 )
-from archsearch.tracking.front_models import FrontModels, log_front_model
+from archsearch.tracking.front_models import log_front_model
 from archsearch.tracking.outage import Outage
 from archsearch.tracking.rows import row_values, write_reference
 from archsearch.tracking.store import (
@@ -106,7 +106,6 @@ class SearchTracker:
         self._pending: list[Callable[[bool], None]] = []  # ``finish_waits_for``
         with store_errors(self.tracking_uri):
             self.client = open_client(self.tracking_uri)
-            self.models = FrontModels(self.client)  # joiners' models, in the background
             self.experiment_id = get_or_create_experiment(self.client, experiment)
             self.parent_run_id = self._open_parent(search_params or {}, resume)
             self._load_children()
@@ -309,7 +308,6 @@ class SearchTracker:
         front = {r for r, on in zip(run_ids, flags, strict=True) if on}
         for run_id in front ^ self._front:
             self.client.set_tag(run_id, PARETO_TAG, "true" if run_id in front else "false")
-        self.models.offer(front - self._front)
         self._front = front
         self._unranked.clear()
 
@@ -338,9 +336,8 @@ class SearchTracker:
     # -- the end -------------------------------------------------------------------------
 
     def finish(self, *, status: str = "FINISHED", log_front_models: bool = True) -> list[dict]:
-        """Log the final front's models in MLflow's PyTorch flavour (those the background
-        thread has not logged as they joined: ``front_models``), end the parent run, and
-        return the front rows. Waits
+        """Log the final front's models in MLflow's PyTorch flavour (seconds each, hence only
+        here and only for the front), end the parent run, and return the front rows. Waits
         for a tracking server that is away, up to the outage limit (then ``StoreOutage``),
         except for a FAILED search: its error goes first, and a parent left RUNNING by a
         driver that is gone stays resumable."""
@@ -362,13 +359,12 @@ class SearchTracker:
 
     def _finish(self, status: str, log_front_models: bool) -> list[dict]:
         with self._lock:
-            self.models.close()
             if self._summary_due:
                 self._update_front()
                 self._log_parent_summary(hypervolume=True)
                 self._summary_due = False
             rows = self._front_rows()
-            if log_front_models:  # what the background thread did not reach
+            if log_front_models:
                 for row in rows:
                     log_front_model(self.client, row["run_id"])
             self.client.set_terminated(self.parent_run_id, status)
