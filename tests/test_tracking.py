@@ -32,7 +32,6 @@ from archsearch.tracking import (
     SearchTracker,
     TrackingError,
     front_rows,
-    model_log,
     resolve_tracking_uri,
 )
 from archsearch.trial import load_data, run_trial
@@ -351,22 +350,16 @@ def test_a_fixed_penalty_weight_is_stored_once_as_a_param(store, client, trials)
     assert [r["penalty.lambda"] for r in front_rows("fixed-lambda", store)] == [0.5]
 
 
-def global_tracking_uri() -> tuple[str | None, str]:
-    """MLflow's global URI as seen between model logs (each holds the lock while it sets
-    the URI)."""
-    with model_log._GLOBAL_URI_LOCK:
-        return os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
-
-
 def test_finish_logs_the_front_models_loadable_by_mlflow(
     store, client, trials, monkeypatch
 ) -> None:
     params, folder, metrics = trials[0]
     tracker = SearchTracker("with-model", tracking_uri=store)
     run_id = tracker.log_trial("m0", params, metrics=metrics, trial_dir=folder)
-    before = global_tracking_uri()
+    before = (os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri())
     rows = tracker.finish()
-    assert global_tracking_uri() == before  # logging set MLflow's global URI for the call only
+    # logging set MLflow's global URI for the call only
+    assert (os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()) == before
     assert [r["run_id"] for r in rows] == [run_id]
     assert rows[0]["gate"] == "arm" and rows[0]["penalty.lambda"] == 0.05
     assert client.get_run(tracker.parent_run_id).info.status == "FINISHED"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,22 +59,11 @@ def _pip_requirements() -> list[str]:
     return mlflow.pytorch.get_default_pip_requirements()
 
 
-#: one ``log_model`` at a time per process: each sets MLflow's global URI for its call (two
-#: searches run from threads of one Python program would otherwise swap each other's)
-_GLOBAL_URI_LOCK = threading.Lock()
-
-
 @contextmanager
 def _global_tracking_uri(uri: str) -> Iterator[None]:
     """``mlflow.pytorch.log_model`` reads the tracking URI from MLflow's global state only;
     set it for the call and put back both it and the environment variable that
     ``set_tracking_uri`` writes (None unsets it: nobody had set one)."""
-    with _GLOBAL_URI_LOCK, _uri_set_to(uri):
-        yield
-
-
-@contextmanager
-def _uri_set_to(uri: str) -> Iterator[None]:
     saved_env = os.environ.get("MLFLOW_TRACKING_URI")
     saved_uri = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(uri)
