@@ -73,7 +73,9 @@ def test_a_model_against_a_copy_of_itself_is_one_within_its_spread(runtime: str)
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_a_much_narrower_model_is_clearly_faster(runtime: str) -> None:
-    result = measure_latency(_mlp(16), _mlp(1024), SHAPE, LatencySettings(runtime=runtime, **FAST))
+    # 16 against 4096 hidden units: about 0.13 (torch) and 0.08 (onnxruntime) here. Against
+    # 1024 units torch's per-call overhead left the ratio at 0.45-0.51, too near any bound.
+    result = measure_latency(_mlp(16), _mlp(4096), SHAPE, LatencySettings(runtime=runtime, **FAST))
     assert result["latency_ratio_batched"] < 0.5
     assert result["latency_ms_batched"] < result["dense_latency_ms_batched"]
 
