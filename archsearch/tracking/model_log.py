@@ -7,9 +7,12 @@ and must start fast.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +54,27 @@ def log_pytorch_model(client: mlflow.MlflowClient, run_id: str) -> str:
             pip_requirements=_pip_requirements(),
         )
     return info.model_uri
+
+
+def warm_up_model_logging() -> threading.Thread:
+    """Load, in a background thread, what the first model a process logs waits for: torch's
+    exporter (it imports torch._dynamo) and MLflow's map of the installed packages, which it
+    builds once per process to check the model's requirements. Started while the trials
+    train, it takes ~5 s (2-vCPU machine) off the search's end; a later log costs ~0.3 s."""
+    thread = threading.Thread(target=_load_model_logging, name="archsearch-model-log-warm-up")
+    thread.daemon = True
+    thread.start()
+    return thread
+
+
+def _load_model_logging() -> None:
+    # Only a speed-up: whatever fails here fails again, with its message, in the real log.
+    with contextlib.suppress(Exception):
+        # torch.export.export imports its tracer (and torch._dynamo) on its first call
+        importlib.import_module("torch.export._trace")
+        from mlflow.utils import requirements_utils
+
+        requirements_utils.warn_dependency_requirement_mismatches(_pip_requirements())
 
 
 def _pip_requirements() -> list[str]:

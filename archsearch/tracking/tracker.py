@@ -54,6 +54,7 @@ from archsearch.tracking.endings import (
     trial_ending,
 )
 from archsearch.tracking.front_models import log_front_model
+from archsearch.tracking.model_log import warm_up_model_logging
 from archsearch.tracking.outage import Outage
 from archsearch.tracking.rows import row_values, write_reference
 from archsearch.tracking.store import (
@@ -104,6 +105,7 @@ class SearchTracker:
         self._summary_due = False  # a trial logged, its front and parent summary not yet
         self._trial_ids: dict[str, str] = {}  # run id → trial id, for summaries
         self._pending: list[Callable[[bool], None]] = []  # ``finish_waits_for``
+        self._model_log_ready = warm_up_model_logging()  # while the trials train
         with store_errors(self.tracking_uri):
             self.client = open_client(self.tracking_uri)
             self.experiment_id = get_or_create_experiment(self.client, experiment)
@@ -365,6 +367,7 @@ class SearchTracker:
                 self._summary_due = False
             rows = self._front_rows()
             if log_front_models:
+                self._model_log_ready.join()
                 for row in rows:
                     log_front_model(self.client, row["run_id"])
             self.client.set_terminated(self.parent_run_id, status)
