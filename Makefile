@@ -1,5 +1,6 @@
 # One-command set-up for users and CI. `make quickstart` runs the main job on the bundled
-# defaults; `make test` runs the test suite. Both create .venv and install what they need.
+# defaults; `make test` runs the test suite, `make test-slow` its multi-process fault tests.
+# Each creates .venv and installs what it needs.
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 CHROMIUM      := /usr/bin/chromium
 
-.PHONY: install test-deps quickstart test clean
+.PHONY: install test-deps quickstart test test-slow clean
 
 $(BIN)/archsearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +32,14 @@ test-deps:
 quickstart: install
 	$(BIN)/archsearch search search_spaces/quickstart.yaml
 
+# Every test but those marked slow: real searches killed and resumed, cut off from their node
+# or tracking server, on a two-node cluster, or in a browser (~30-100 s each). CI runs both.
 test: install test-deps
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: install test-deps
+	$(BIN)/pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) runs ray_results mlruns mlflow.db .pytest_cache .ruff_cache
