@@ -40,7 +40,8 @@ CASES = [
     ("learned_threshold", {}, 0.3),
     ("learned_threshold", {}, 1.0),  # the final temperature: masks cut to exact zeros
     ("diffprune", {}, 0.4),
-    ("diffprune", {"stochastic": True, "sigma": 0.3}, 0.4),
+    ("diffprune", {"stochastic": False}, 0.4),
+    ("diffprune", {"sigma": 0.3}, 0.4),
 ]
 IDS = [f"{name}-{'-'.join(map(str, o.values()))}-{p}" for name, o, p in CASES]
 
@@ -117,7 +118,7 @@ def test_fused_values_and_gradients_equal_the_formulas(name, options, progress, 
     for key, expected in reference.items():
         torch.testing.assert_close(fused_result[key], expected, msg=lambda m, k=key: f"{k}: {m}")
     # the noise is the seed's: another seed draws another sample
-    if get_gate_info(name).stochastic and options.get("stochastic", name != "diffprune"):
+    if get_gate_info(name).stochastic and options.get("stochastic", True):
         assert not torch.equal(step(gate, weight, mode, seed=2)["masked"], fused_result["masked"])
 
 

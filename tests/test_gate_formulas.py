@@ -378,7 +378,7 @@ def diffprune_z(x: float, tau: float) -> float:
 
 
 def test_diffprune_transform_and_keep_probability():
-    gate = create_gate("diffprune", 5)
+    gate = create_gate("diffprune", 5, stochastic=False)
     values = [-3.0, -1.0, 0.0, 1.0, 3.0]
     set_param(gate.x, values)
     expected = [diffprune_z(v, 1.0) for v in values]
@@ -393,7 +393,7 @@ def test_diffprune_transform_and_keep_probability():
 
 
 def test_diffprune_exact_zeros_at_and_below_x0():
-    gate = create_gate("diffprune", 4)
+    gate = create_gate("diffprune", 4, stochastic=False)
     gate.set_progress(0.5)
     tau = gate.tau.item()
     assert tau == pytest.approx(math.sqrt(0.05), rel=1e-6)
@@ -408,7 +408,7 @@ def test_diffprune_exact_zeros_at_and_below_x0():
 
 def test_diffprune_zero_exactly_at_x0_for_every_tau():
     # Rounding in the stretched sigmoid leaves z a sliver above 0 at x0 for some tau.
-    gate = create_gate("diffprune", 1)
+    gate = create_gate("diffprune", 1, stochastic=False)
     for progress in torch.linspace(0, 1, 1001).tolist():
         gate.set_progress(progress)
         with torch.no_grad():
@@ -425,7 +425,7 @@ def test_diffprune_tau_anneal():
 
 
 def test_diffprune_init_starts_inside_the_band():
-    gate = create_gate("diffprune", 3, init_drop_rate=0.2)
+    gate = create_gate("diffprune", 3, init_drop_rate=0.2, stochastic=False)
     expected = 1.2 * 0.8 - 0.1
     assert gate.train()().tolist() == pytest.approx([expected] * 3, abs=1e-6)
 
