@@ -33,7 +33,8 @@ quickstart: install
 	$(BIN)/archsearch search search_spaces/quickstart.yaml
 
 # Every test but those marked slow: real searches killed and resumed, cut off from their node
-# or tracking server, on a two-node cluster, or in a browser (~30-100 s each). CI runs both.
+# or tracking server, on a two-node cluster, the UI in a browser, large torchvision models
+# (~30-100 s each). CI runs both.
 test: install test-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -m "not slow"
