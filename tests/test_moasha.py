@@ -20,23 +20,33 @@ from types import SimpleNamespace
 import mlflow
 import optuna
 import pytest
-from conftest import kill_group, space_error, start_cli, tiny_space, wait_for_log, write_space
+from conftest import (
+    TINY_SPACE,
+    kill_group,
+    space_error,
+    start_cli,
+    tiny_space,
+    wait_for_log,
+    write_space,
+)
 
 from archsearch.pareto import non_dominated, nondominated_ranks
 from archsearch.rungs import continues, cost_bin, keep_count, rung_epochs, rung_order
 from archsearch.search.moasha import MoashaScheduler, RungBook, RungBookKeeper, live_book
 from archsearch.search.reports import EPOCH_KEY
 from archsearch.search.searcher import StudySearch
-from archsearch.space import load_spec
+from archsearch.space import SearchSpec, load_spec
 
 # -- the rule ------------------------------------------------------------------------------
 
 
 def test_rungs_sit_at_grace_times_powers_of_eta_below_the_last_epoch() -> None:
-    assert rung_epochs(1, 3, 10) == (1, 3, 9)
-    assert rung_epochs(1, 3, 9) == (1, 3)  # a trial at its last epoch is done, not at a rung
-    assert rung_epochs(2, 2, 20) == (2, 4, 8, 16)
-    assert rung_epochs(4, 3, 4) == ()
+    # a rung only where eta times its epochs still fit: none at 9 of 10 epochs
+    assert rung_epochs(1, 3, 10) == (1, 3)
+    assert rung_epochs(1, 3, 9) == (1, 3)
+    assert rung_epochs(1, 3, 27) == (1, 3, 9)
+    assert rung_epochs(2, 2, 20) == (2, 4, 8)
+    assert rung_epochs(4, 3, 11) == ()
     assert [keep_count(n, 3) for n in (1, 2, 3, 4, 6, 7)] == [1, 1, 1, 2, 2, 3]
 
 
@@ -149,7 +159,7 @@ def test_a_rerun_after_a_resume_gets_its_first_decision() -> None:
     [
         ({"name": "asha"}, "scheduler.name: expected one of: fifo, moasha, got 'asha'"),
         ({"name": "moasha", "eta": 1}, "scheduler.eta: expected an integer >= 2, got 1"),
-        ({"name": "moasha", "grace_epochs": 2}, "scheduler.grace_epochs: expected fewer than"),
+        ({"name": "moasha", "grace_epochs": 2}, "scheduler.grace_epochs: expected grace_epochs x"),
         ({"name": "fifo", "eta": 3}, "scheduler.eta: applies to name: moasha only"),
         ({"name": "moasha", "eta": "3"}, "scheduler.eta: expected an integer, got str '3'"),
     ],
@@ -159,9 +169,15 @@ def test_bad_scheduler_settings_are_one_line(tmp_path: Path, scheduler: dict, me
     assert error.startswith(f"{tmp_path / 'space.yaml'}: {message}")
 
 
+def _moasha_spec(folder: Path) -> SearchSpec:
+    """The tiny space with MOASHA's defaults, and the 3 epochs their one rung (at 1) needs."""
+    train = {**TINY_SPACE["train"], "epochs": 3}
+    return load_spec(write_space(folder, tiny_space(scheduler={"name": "moasha"}, train=train)))
+
+
 def test_the_default_scheduler_is_fifo_and_moasha_is_recorded(tmp_path: Path) -> None:
     assert load_spec(write_space(tmp_path, tiny_space())).scheduler.name == "fifo"
-    spec = load_spec(write_space(tmp_path, tiny_space(scheduler={"name": "moasha"})))
+    spec = _moasha_spec(tmp_path)
     assert (spec.scheduler.grace_epochs, spec.scheduler.eta) == (1, 3)
     assert spec.describe()["scheduler"] == "moasha"
 
@@ -170,7 +186,7 @@ def test_the_default_scheduler_is_fifo_and_moasha_is_recorded(tmp_path: Path) ->
 
 
 def test_a_stopped_trial_is_pruned_in_optuna_not_a_result(tmp_path: Path) -> None:
-    spec = load_spec(write_space(tmp_path, tiny_space(scheduler={"name": "moasha"})))
+    spec = _moasha_spec(tmp_path)
     searcher = StudySearch(spec)
     searcher.suggest("stopped")
     searcher.suggest("finished")

@@ -47,8 +47,9 @@ def read_scheduler(raw: Any, base: TrialConfig, check: Check) -> SchedulerSpec:
     if not rung_epochs(spec.grace_epochs, spec.eta, base.epochs):
         check.fail(
             "scheduler.grace_epochs",
-            f"expected fewer than train.epochs ({base.epochs}): with no rung below the last "
-            f"epoch, moasha would stop nothing",
+            f"expected grace_epochs x eta ({spec.grace_epochs} x {spec.eta}) <= train.epochs "
+            f"({base.epochs}): a rung needs eta times its epochs after it, and with no rung "
+            f"moasha would stop nothing",
         )
     return SchedulerSpec(spec.name, spec.grace_epochs, spec.eta, float(spec.bin_decades))
 
