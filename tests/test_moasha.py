@@ -40,7 +40,7 @@ from archsearch.space import SearchSpec, load_spec
 # -- the rule ------------------------------------------------------------------------------
 
 
-def test_rungs_sit_at_grace_times_powers_of_eta_below_the_last_epoch() -> None:
+def test_rungs_sit_at_grace_times_powers_of_eta_while_eta_times_the_rung_fits() -> None:
     # a rung only where eta times its epochs still fit: none at 9 of 10 epochs
     assert rung_epochs(1, 3, 10) == (1, 3)
     assert rung_epochs(1, 3, 9) == (1, 3)
