@@ -274,7 +274,8 @@ def _gated_step(
     scale = gated.penalty_scale
     loss = data_loss + scale * penalty(expected, hard, config)
     if gated.polarisation > 0:
-        loss = loss + scale * undecided_penalty(keep, cost, config, gated.polarisation * progress)
+        push = gated.polarisation * progress
+        loss = loss + scale * undecided_penalty(keep, cost, config, push, hard)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if gated.two_pass:
