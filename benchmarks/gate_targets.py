@@ -1,12 +1,14 @@
 """Does every gate end at the cost it is asked for? gate x granularity x target on Fashion-MNIST.
 
 Usage: python benchmarks/gate_targets.py --label after [--gates ...] [--granularities ...]
-       [--targets 0.02 0.05 0.2] [--lambda 5] [--workers 2] [--baseline]
+       [--targets 0.02 0.05 0.2] [--lambda 5] [--workers 2] [--baseline] [--init reference]
 Each cell is one `run_trial` with `penalty.target` = T (the default 10 gated + 2 fine-tuning
 epochs): LeNet-300-100 for `weight` and `neuron`, LeNet-5-Caffe for `channel`. A cell passes
 when its hardened FLOPs ratio lies in [0.8 T, 1.25 T] and its test accuracy is at least the
 global magnitude baseline at T (`magnitude_baseline.py`, same epochs) minus 2 points.
-Cells run in `--workers` processes of one thread each. Results accumulate in
+`--init reference` starts every cell from the dense network trained once per model on the
+same schedule (what a search's `init: {from: reference}` does); the default is a fresh
+initialisation. Cells run in `--workers` processes of one thread each. Results accumulate in
 benchmarks/gate_targets.json under `--label` (so "before" and "after" sit side by side) and
 print as a Markdown table.
 """
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -68,6 +71,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         penalty_target=cell["target"],
         epochs=cell["epochs"],
         finetune_epochs=cell["finetune_epochs"],
+        init_weights=cell.get("init_weights"),
     )
     started = time.perf_counter()
     try:
@@ -87,6 +91,24 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         "architecture": result.subnetwork["architecture"],
         "seconds": time.perf_counter() - started,
     }
+
+
+def _reference_weights(model: str, epochs: int, finetune: int, folder: Path) -> str:
+    """The dense network a search's reference trains (same seed, ``epochs + finetune``
+    epochs, no gates), saved where the cells' ``init_weights`` read it: what
+    ``init: {from: reference}`` hands every trial."""
+    from safetensors.torch import save_file
+
+    from archsearch.config import TrialConfig
+    from archsearch.trial import dense_reference
+
+    _start_worker()
+    config = TrialConfig(model=model, data="fashion_mnist", epochs=epochs, finetune_epochs=finetune)
+    reference = dense_reference(config, data=_data(model))
+    path = folder / f"{model}.safetensors"
+    save_file(reference.weights, str(path))
+    print(f"reference {model}: test {reference.metrics['test_accuracy']:.4f}", flush=True)
+    return str(path)
 
 
 def _baseline(models: set[str], targets: list[float], epochs: int, finetune: int) -> dict:
@@ -164,6 +186,12 @@ def main() -> None:
     parser.add_argument(
         "--report", action="store_true", help="print the label's table from the JSON, run nothing"
     )
+    parser.add_argument(
+        "--init",
+        choices=["scratch", "reference"],
+        default="scratch",
+        help="reference: every cell starts from the dense network trained once per model",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     stored = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -188,7 +216,18 @@ def main() -> None:
     if args.skip_done:
         cells = [c for c in cells if f"{c['gate']}:{c['granularity']}:{c['target']:g}" not in rows]
     context = get_context("spawn")
+    folder = Path(tempfile.mkdtemp(prefix="gate_targets_"))
     with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker) as pool:
+        if args.init == "reference":
+            weights = {
+                model: pool.submit(
+                    _reference_weights, model, args.epochs, args.finetune_epochs, folder
+                )
+                for model in {MODEL_OF[c["granularity"]] for c in cells}
+            }
+            for cell in cells:
+                cell["init"] = "reference"
+                cell["init_weights"] = weights[MODEL_OF[cell["granularity"]]].result()
         baseline_job = None
         if args.baseline:
             known = stored.get("baselines", {})
