@@ -14,6 +14,7 @@ its time budget:
 - B: MOASHA (grace 1 epoch, eta 3) + TPE
 - C: FIFO + random sampling
 - D: B with ``penalty.target`` searched (log-uniform 0.5%-50%) and ``penalty.lambda`` fixed at 1
+- E: A with ``penalty.target`` searched as in D (FIFO + TPE, the target the only cost knob)
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -46,6 +47,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "B": {"label": "MOASHA + TPE", "sampler": "tpe", "scheduler": MOASHA, "by": "lambda"},
     "C": {"label": "FIFO + random", "sampler": "random", "scheduler": None, "by": "lambda"},
     "D": {"label": "MOASHA + TPE, target", "sampler": "tpe", "scheduler": MOASHA, "by": "target"},
+    "E": {"label": "FIFO + TPE, target", "sampler": "tpe", "scheduler": None, "by": "target"},
 }
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
