@@ -15,6 +15,8 @@ its time budget:
 - C: FIFO + random sampling
 - D: B with ``penalty.target`` searched (log-uniform 0.5%-50%) and ``penalty.lambda`` fixed at 1
 - E: A with ``penalty.target`` searched as in D (FIFO + TPE, the target the only cost knob)
+- F: A with ``init: {from: reference}`` (every trial starts from the search's trained dense
+  reference)
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -48,6 +50,13 @@ ARMS: dict[str, dict[str, Any]] = {
     "C": {"label": "FIFO + random", "sampler": "random", "scheduler": None, "by": "lambda"},
     "D": {"label": "MOASHA + TPE, target", "sampler": "tpe", "scheduler": MOASHA, "by": "target"},
     "E": {"label": "FIFO + TPE, target", "sampler": "tpe", "scheduler": None, "by": "target"},
+    "F": {
+        "label": "FIFO + TPE over lambda, from the reference",
+        "sampler": "tpe",
+        "scheduler": None,
+        "by": "lambda",
+        "init": "reference",
+    },
 }
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
@@ -72,6 +81,8 @@ def arm_space(arm: str, seed: int, budget: str) -> dict[str, Any]:
     raw["constraints"] = {metric: dict(bounds) for metric, bounds in CONSTRAINTS.items()}
     if settings["scheduler"]:
         raw["scheduler"] = dict(settings["scheduler"])
+    if settings.get("init"):
+        raw["init"] = {"from": settings["init"]}
     if settings["by"] == "target":
         raw["space"]["penalty.target"] = dict(TARGET_RANGE)
         raw["space"]["penalty.lambda"] = [1.0]
