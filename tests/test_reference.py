@@ -77,11 +77,15 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_reference_and_init_from_in_the_space_file(tmp_path: Path) -> None:
     without = {key: value for key, value in tiny_space().items() if key != "reference"}
     default = load_spec(write_space(tmp_path, without))
-    assert default.reference_train and default.init_from == "scratch"
-    # the defaults add nothing to what a resumed search must match
-    assert not {"reference.train", "init.from"} & set(default.describe())
+    # trials start from the trained reference unless told otherwise (RESULTS.md: 1-2 points)
+    assert default.reference_train and default.init_from == "reference"
+    assert "reference.train" not in default.describe()
+    assert default.describe()["init.from"] == "reference"
     off = load_spec(write_space(tmp_path, tiny_space(reference={"train": False})))
     assert not off.reference_train and off.describe()["reference.train"] is False
+    assert off.init_from == "scratch" and "init.from" not in off.describe()
+    scratch = load_spec(write_space(tmp_path, tiny_space(init={"from": "scratch"}, **ON)))
+    assert scratch.reference_train and scratch.init_from == "scratch"
     start = load_spec(write_space(tmp_path, tiny_space(init={"from": "reference"}, **ON)))
     assert start.init_from == "reference" and start.describe()["init.from"] == "reference"
 
@@ -109,6 +113,17 @@ def test_init_from_reference_and_init_weights_exclude_each_other(tmp_path: Path)
     assert "init.from: reference, but init.weights is given" in space_error(
         tmp_path, tiny_space(**sections)
     )
+
+
+def test_unset_init_from_gives_way_to_the_users_weights(tmp_path: Path) -> None:
+    """With ``init.weights`` the trials start from the user's network, the reference then."""
+    plain = load_spec(write_space(tmp_path, tiny_space(**ON)))
+    data = load_data(plain.base)
+    weights = tmp_path / "dense.safetensors"
+    model = build_model(plain.base, data.input_shape, data.num_classes)
+    save_file(model.state_dict(), str(weights))
+    loaded = load_spec(write_space(tmp_path, tiny_space(init={"weights": str(weights)}, **ON)))
+    assert loaded.init_from == "scratch" and loaded.base.init_weights == str(weights)
 
 
 def test_a_search_told_not_to_train_one_has_no_reference(tmp_path: Path) -> None:
@@ -173,7 +188,7 @@ def _store(folder: Path, name: str) -> tuple[mlflow.MlflowClient, object, list, 
 def test_a_search_trains_its_reference_once_beside_the_trials_and_shows_it(
     tmp_path: Path,
 ) -> None:
-    raw = tiny_space("with-ref", trials=3, **ON)
+    raw = tiny_space("with-ref", trials=3, init={"from": "scratch"}, **ON)
     write_space(tmp_path, raw)
     done = run_cli_subprocess(tmp_path, "search", "space.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -293,3 +308,5 @@ def test_the_python_api_sets_the_reference_and_init_from() -> None:
     assert start.init_from == "reference" and start.reference_train
     off = api.search_spec("api-off", reference={"train": False}, **common)
     assert not off.reference_train and off.init_from == "scratch"
+    default = api.search_spec("api-default", **common)
+    assert default.reference_train and default.init_from == "reference"

@@ -227,9 +227,15 @@ def _base_config(raw: dict[str, Any], train: dict[str, Any], check: Check) -> Tr
 def _reference_settings(raw: dict[str, Any], base: TrialConfig, check: Check) -> dict[str, Any]:
     """``reference: {train: false}`` and ``init: {from: reference}``. The trials can start
     from the reference only when the search trains one; with ``init.weights`` they already
-    start from the loaded network (which is the reference then)."""
+    start from the loaded network (which is the reference then). Unset, ``init.from`` is
+    ``reference`` wherever the search trains one, else ``scratch``: trials from the trained
+    dense network ended 1-2 points above the same trials from scratch at every FLOPs level
+    (benchmarks/RESULTS.md, "Trials from the dense reference")."""
     train = check.mapping(raw.get("reference", {}), "reference", _REFERENCE_KEYS).get("train")
-    start = raw.get("init", {}).get("from", "scratch")
+    start = raw.get("init", {}).get("from")
+    if start is None:
+        trains = train is not False and base.init_weights is None
+        return {"reference_train": train is not False, "init_from": _default_start(trains)}
     if start not in INIT_FROM:
         check.fail("init.from", f"expected {' or '.join(INIT_FROM)}, got {start!r}")
     if start == "reference" and base.init_weights is not None:
@@ -243,6 +249,10 @@ def _reference_settings(raw: dict[str, Any], base: TrialConfig, check: Check) ->
             "init.from", "reference needs the dense reference trained: remove reference.train"
         )
     return {"reference_train": train is not False, "init_from": start}
+
+
+def _default_start(search_trains_a_reference: bool) -> str:
+    return "reference" if search_trains_a_reference else "scratch"
 
 
 def _train_fields() -> dict[str, Any]:

@@ -154,7 +154,8 @@ class SearchSpec:
     #: ``reference.train``: train the dense network once per search (without ``init.weights``)
     reference_train: bool = True
     #: ``init.from``: trials start from scratch (the seed's initialisation) or from the
-    #: weights of the dense reference the search trained
+    #: weights of the dense reference the search trained (what a space file gets unless it
+    #: says otherwise, wherever the search trains one: ``schema._reference_settings``)
     init_from: str = "scratch"
 
     def sample(self, trial: Any) -> dict[str, Any]:
