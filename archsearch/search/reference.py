@@ -3,10 +3,11 @@
 A search without ``init.weights`` trains the dense network once: no gates, the trials' own
 settings and schedule (``trial.dense_reference``: ``epochs`` + ``finetune_epochs``, same seed,
 same data split); one with them measures the loaded network. Either way it is a Ray task with
-a trial's resources, so on a cluster it runs on a node that has the data, and it runs beside
-the trials, taking one trial's place while it lasts (a search of N trials at concurrency c
-takes about 1/c of a trial longer, not a whole trial). ``reference: {train: false}`` turns the
-training off.
+a trial's resources, so on a cluster it runs on a node that has the data. With ``init:
+{from: reference}`` (the default where one is trained) the trials wait for it; otherwise it
+runs beside them, taking one trial's place while it lasts (a search of N trials at
+concurrency c takes about 1/c of a trial longer, not a whole trial). ``reference: {train:
+false}`` turns the training off.
 
 It is no trial: it is logged on the parent run (``reference.*`` metrics, the
 ``archsearch.reference`` tag, a trained one's weights as the artifact
