@@ -16,7 +16,7 @@ its time budget:
 - D: B with ``penalty.target`` searched (log-uniform 0.5%-50%) and ``penalty.lambda`` fixed at 1
 - E: A with ``penalty.target`` searched as in D (FIFO + TPE, the target the only cost knob)
 - F: A with ``init: {from: reference}`` (every trial starts from the search's trained dense
-  reference)
+  reference, the default since d262430; A-E set ``init: {from: scratch}``, as they ran)
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -81,8 +81,8 @@ def arm_space(arm: str, seed: int, budget: str) -> dict[str, Any]:
     raw["constraints"] = {metric: dict(bounds) for metric, bounds in CONSTRAINTS.items()}
     if settings["scheduler"]:
         raw["scheduler"] = dict(settings["scheduler"])
-    if settings.get("init"):
-        raw["init"] = {"from": settings["init"]}
+    # A-E ran from scratch, the default before d262430; they say so now that it is not
+    raw["init"] = {"from": settings.get("init", "scratch")}
     if settings["by"] == "target":
         raw["space"]["penalty.target"] = dict(TARGET_RANGE)
         raw["space"]["penalty.lambda"] = [1.0]
