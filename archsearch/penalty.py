@@ -11,6 +11,7 @@ import math
 import torch
 
 from archsearch.config import TrialConfig
+from archsearch.cost_gap import GAP_BAND
 from archsearch.pruning.cost import CostModel
 
 #: the target penalty's logarithm sees at least this share of the target, so a network
@@ -40,9 +41,6 @@ def penalty(expected: torch.Tensor, hard: torch.Tensor, config: TrialConfig) -> 
 
 #: the budget the penalty on undecided groups is measured against when there is no target
 PLAIN_BUDGET = 0.05
-#: the top of the band a target must end in (hardened cost <= 1.25 T); above it the target
-#: penalty works alone
-BAND_TOP = 1.25
 
 
 def undecided_penalty(
@@ -50,7 +48,7 @@ def undecided_penalty(
     cost: CostModel,
     config: TrialConfig,
     weight: float,
-    hard: torch.Tensor | None = None,
+    hard: torch.Tensor,
 ) -> torch.Tensor:
     """weight * lambda * the expected cost of groups still undecided (keep * (1 - keep)), as a
     share of the target (of ``PLAIN_BUDGET`` without one), times ``above_band_relief``.
@@ -63,7 +61,7 @@ def undecided_penalty(
     undecided = {name: p * (1.0 - p) for name, p in keep.items()}
     budget = config.penalty_target or PLAIN_BUDGET
     term = weight * config.penalty_lambda * cost.ratio(undecided) / budget
-    if config.penalty_target is None or hard is None:
+    if config.penalty_target is None:
         return term
     return term * above_band_relief(hard, config.penalty_target)
 
@@ -79,4 +77,4 @@ def above_band_relief(hard: torch.Tensor, target: float) -> torch.Tensor:
     it), so the push gives way as the cost rises through the band. A tensor, so a GPU step
     does not wait for the host."""
     miss = torch.log(hard.detach().clamp_min(target * MISS_FLOOR) / target)
-    return (1.0 - miss.clamp_min(0.0) / math.log(BAND_TOP)).clamp(0.0, 1.0)
+    return (1.0 - miss.clamp_min(0.0) / math.log(GAP_BAND)).clamp(0.0, 1.0)

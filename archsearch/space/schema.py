@@ -235,7 +235,8 @@ def _reference_settings(raw: dict[str, Any], base: TrialConfig, check: Check) ->
     start = raw.get("init", {}).get("from")
     if start is None:
         trains = train is not False and base.init_weights is None
-        return {"reference_train": train is not False, "init_from": _default_start(trains)}
+        start = "reference" if trains else "scratch"
+        return {"reference_train": train is not False, "init_from": start}
     if start not in INIT_FROM:
         check.fail("init.from", f"expected {' or '.join(INIT_FROM)}, got {start!r}")
     if start == "reference" and base.init_weights is not None:
@@ -249,10 +250,6 @@ def _reference_settings(raw: dict[str, Any], base: TrialConfig, check: Check) ->
             "init.from", "reference needs the dense reference trained: remove reference.train"
         )
     return {"reference_train": train is not False, "init_from": start}
-
-
-def _default_start(search_trains_a_reference: bool) -> str:
-    return "reference" if search_trains_a_reference else "scratch"
 
 
 def _train_fields() -> dict[str, Any]:
