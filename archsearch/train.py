@@ -271,7 +271,7 @@ def _gated_step(
     hard = expected
     if config.penalty_target is not None:
         hard = cost.ratio(_float_masks(gated.kept_masks(gated.last_scores)))
-    scale = gated.penalty_scale
+    scale = gated.penalty_scale(config.penalty_target is not None)
     loss = data_loss + scale * penalty(expected, hard, config)
     if gated.polarisation > 0:
         push = gated.polarisation * progress

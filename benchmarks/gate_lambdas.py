@@ -1,11 +1,13 @@
 """Does one lambda mean the same for every gate? No target; gate x granularity x lambda.
 
 Usage: python benchmarks/gate_lambdas.py [--lambdas 0.1 1] [--granularities neuron weight]
-       [--workers 2]
+       [--workers 2] [--init reference] [--out FILE]
 Each cell is one `run_trial` on LeNet-300-100 / Fashion-MNIST (10 gated + 2 fine-tuning
 epochs) with the plain penalty `lambda * cost ratio`; the table gives the hardened FLOPs % and
 test accuracy per gate, one column per lambda. A search samples lambda on a log scale for
 every gate alike, so the same lambda should land each gate in the same decade of FLOPs.
+`--init reference` starts every cell from the dense network trained once (a search's default,
+``init: {from: reference}``); the default is a fresh initialisation, as the first table ran.
 Results go to benchmarks/gate_lambdas.json.
 """
 
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -23,7 +26,7 @@ from archsearch.gates import list_gates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gate_targets import _start_worker, run_cell
+from gate_targets import MODEL_OF, _reference_weights, _start_worker, run_cell
 
 OUT = Path(__file__).resolve().parent / "gate_lambdas.json"
 
@@ -34,6 +37,7 @@ def main() -> None:
     parser.add_argument("--granularities", nargs="+", default=["neuron", "weight"])
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--init", choices=["scratch", "reference"], default="scratch")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     cells = [
@@ -51,6 +55,13 @@ def main() -> None:
     ]
     context = get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker) as pool:
+        if args.init == "reference":
+            folder = Path(tempfile.mkdtemp(prefix="gate_lambdas_"))
+            models = {MODEL_OF[c["granularity"]] for c in cells}
+            weights = {m: pool.submit(_reference_weights, m, 10, 2, folder) for m in models}
+            for cell in cells:
+                cell["init"] = "reference"
+                cell["init_weights"] = weights[MODEL_OF[cell["granularity"]]].result()
         rows = list(pool.map(run_cell, cells))
     args.out.write_text(json.dumps(rows, indent=1))
     header = " | ".join(f"lambda {value:g}: FLOPs % / test acc" for value in args.lambdas)

@@ -43,6 +43,12 @@ class Gate(nn.Module, abc.ABC):
     #: on a wider scale than the others' (learned thresholds).
     lr_scale: ClassVar[float] = 1.0
 
+    #: Factor on lambda, without a target, when the groups are units (neurons, channels,
+    #: input features) rather than single weights: for methods that a plain ``lambda * cost``
+    #: moves much further than the others there (benchmarks/RESULTS.md, "One lambda across
+    #: gates"), so a searched lambda range means the same costs for every method.
+    unit_lambda_scale: ClassVar[float] = 1.0
+
     @classmethod
     def penalty_scale(cls, total_groups: int) -> float:
         """Factor on lambda for this method, given how many groups the model gates in all.

@@ -207,13 +207,17 @@ class GatedModel(nn.Module):
     def two_pass(self) -> bool:
         return any(g.two_pass for g in self.gate_list)
 
-    @property
-    def penalty_scale(self) -> float:
-        """The gate method's factor on lambda for this model's number of groups."""
+    def penalty_scale(self, targeted: bool) -> float:
+        """The gate method's factor on lambda for this model's groups: for their number, and
+        without a target (``targeted`` False) for gating units rather than single weights."""
         gates = self.gate_list
         if not gates:
             return 1.0
-        return type(gates[0]).penalty_scale(sum(g.n for g in gates))
+        method = type(gates[0])
+        scale = method.penalty_scale(sum(g.n for g in gates))
+        if not targeted and all(group.kind != "weight" for group in self.groups):
+            scale *= method.unit_lambda_scale
+        return scale
 
     @property
     def gate_lr_scale(self) -> float:
