@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -26,7 +25,7 @@ from archsearch.gates import list_gates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gate_targets import MODEL_OF, _reference_weights, _start_worker, run_cell
+from gate_targets import _start_worker, run_cell, start_from_reference
 
 OUT = Path(__file__).resolve().parent / "gate_lambdas.json"
 
@@ -56,12 +55,7 @@ def main() -> None:
     context = get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker) as pool:
         if args.init == "reference":
-            folder = Path(tempfile.mkdtemp(prefix="gate_lambdas_"))
-            models = {MODEL_OF[c["granularity"]] for c in cells}
-            weights = {m: pool.submit(_reference_weights, m, 10, 2, folder) for m in models}
-            for cell in cells:
-                cell["init"] = "reference"
-                cell["init_weights"] = weights[MODEL_OF[cell["granularity"]]].result()
+            start_from_reference(pool, cells, epochs=10, finetune=2)
         rows = list(pool.map(run_cell, cells))
     args.out.write_text(json.dumps(rows, indent=1))
     header = " | ".join(f"lambda {value:g}: FLOPs % / test acc" for value in args.lambdas)

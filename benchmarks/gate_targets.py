@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,18 @@ def _reference_weights(model: str, epochs: int, finetune: int, folder: Path) -> 
     save_file(reference.weights, str(path))
     print(f"reference {model}: test {reference.metrics['test_accuracy']:.4f}", flush=True)
     return str(path)
+
+
+def start_from_reference(
+    pool: Executor, cells: list[dict[str, Any]], epochs: int, finetune: int
+) -> None:
+    """Train each cell's model's dense reference once in ``pool`` and point every cell at it."""
+    folder = Path(tempfile.mkdtemp(prefix="reference_"))
+    models = {MODEL_OF[cell["granularity"]] for cell in cells}
+    weights = {m: pool.submit(_reference_weights, m, epochs, finetune, folder) for m in models}
+    for cell in cells:
+        cell["init"] = "reference"
+        cell["init_weights"] = weights[MODEL_OF[cell["granularity"]]].result()
 
 
 def _baseline(models: set[str], targets: list[float], epochs: int, finetune: int) -> dict:
@@ -216,18 +228,9 @@ def main() -> None:
     if args.skip_done:
         cells = [c for c in cells if f"{c['gate']}:{c['granularity']}:{c['target']:g}" not in rows]
     context = get_context("spawn")
-    folder = Path(tempfile.mkdtemp(prefix="gate_targets_"))
     with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker) as pool:
         if args.init == "reference":
-            weights = {
-                model: pool.submit(
-                    _reference_weights, model, args.epochs, args.finetune_epochs, folder
-                )
-                for model in {MODEL_OF[c["granularity"]] for c in cells}
-            }
-            for cell in cells:
-                cell["init"] = "reference"
-                cell["init_weights"] = weights[MODEL_OF[cell["granularity"]]].result()
+            start_from_reference(pool, cells, args.epochs, args.finetune_epochs)
         baseline_job = None
         if args.baseline:
             known = stored.get("baselines", {})
