@@ -4,9 +4,10 @@ The only package that imports Ray (and Optuna's Ray integration); ``run_trial`` 
 tracker know nothing of either. Modules: ``run`` (the Tuner and Optuna wiring, ``run_search``),
 ``worker`` (the trial on a Ray worker, its data cache), ``reports`` (epoch reports and the
 result told apart), ``searcher`` (OptunaSearch told of stopped trials and constraints),
-``moasha`` (the MOASHA scheduler), ``budget`` (the time budget), ``callbacks`` (every Tune
-callback: progress lines, MLflow logging), ``resume`` (what ``--resume`` checks), ``cluster``
-(the Ray session), ``auth`` (token authentication, settled before Ray loads).
+``strata`` (a sampler per granularity or other stratum), ``moasha`` (the MOASHA scheduler),
+``budget`` (the time budget), ``callbacks`` (every Tune callback: progress lines, MLflow
+logging), ``resume`` (what ``--resume`` checks), ``cluster`` (the Ray session), ``auth``
+(token authentication, settled before Ray loads).
 """
 
 from __future__ import annotations

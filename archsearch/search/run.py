@@ -1,6 +1,7 @@
 """The search: Ray Tune runs the trials, Optuna picks the next points, MLflow records them.
 
-    SearchSpec ─▶ Tuner(StudySearch: OptunaSearch(metric=[val_accuracy, flops], mode=[max, min]),
+    SearchSpec ─▶ Tuner(StudySearch: OptunaSearch(metric=[val_accuracy, flops], mode=[max, min])
+                          or StratifiedSearch: one StudySearch per stratum (sampler.stratify),
                         scheduler: FIFO or MoashaScheduler, stop: BudgetStopper)
       each trial (a Ray actor, anywhere in the cluster): worker.run_one_trial ─▶ tune.report(
       epoch report) per gated epoch ... tune.report(metrics, checkpoint=the trial's files)
@@ -48,8 +49,9 @@ from archsearch.search.resume import (
     with_overrides,
     write_settings,
 )
-from archsearch.search.searcher import StudySearch, live_logged
+from archsearch.search.searcher import live_logged
 from archsearch.search.searcher import make_sampler as make_sampler  # where tests find it
+from archsearch.search.strata import make_searcher
 from archsearch.search.worker import RetryPolicy, trainable
 from archsearch.space import SearchSpec
 from archsearch.tracking import SearchTracker, check_reachable, prepare_store, resolve_tracking_uri
@@ -289,6 +291,9 @@ def _banner(
 def _policy_lines(spec: SearchSpec, budget: TimeBudget) -> list[str]:
     """The scheduler, time budget and constraints, when the space sets them."""
     lines = []
+    if spec.stratify:
+        strata = ", ".join(map(str, spec.strata()))
+        lines.append(f"one sampler per {spec.stratify} ({strata}), trials dealt in turn")
     if spec.scheduler.name == "moasha":
         s = spec.scheduler
         rungs = ", ".join(map(str, MoashaScheduler.from_spec(spec).rungs))
@@ -312,7 +317,7 @@ def _tuner(spec: SearchSpec, path: Path, resume: bool) -> tune.Tuner:
     return tune.Tuner(
         trainable(spec),
         tune_config=tune.TuneConfig(
-            search_alg=StudySearch(spec),
+            search_alg=make_searcher(spec),
             scheduler=_scheduler(spec),
             num_samples=spec.trials,
             max_concurrent_trials=spec.concurrency,

@@ -31,7 +31,7 @@ searcher suggests that many fewer: the search ends with the trials asked for, no
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import optuna
@@ -60,6 +60,15 @@ def live_logged(trial_ids: frozenset[str]) -> Iterator[None]:
         _LIVE_LOGGED.clear()
 
 
+def all_suggested(suggested: Iterable[str], trials: int) -> bool:
+    """Whether a searcher that suggested ``suggested`` has reached ``trials``, counting the
+    trials the store holds that it never suggested: they ran before Ray's last save knew of
+    them (as far as the state it was restored from knows)."""
+    logged = _LIVE_LOGGED[0] if _LIVE_LOGGED else frozenset()
+    known = set(suggested)
+    return len(known) + len(logged - known) >= trials
+
+
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler a space file names (``sampler.name``), seeded."""
     return getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
@@ -81,12 +90,13 @@ class _DefineByRun:
 class StudySearch(OptunaSearch):
     """OptunaSearch over a ``SearchSpec``: stopped trials told PRUNED, constraints set."""
 
-    def __init__(self, spec: SearchSpec) -> None:
+    def __init__(self, spec: SearchSpec, *, counts_trials: bool = True) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._define = _DefineByRun(spec)
         self._objectives = list(spec.objectives)
         self._constraints = spec.constraints
-        self._trials = spec.trials
+        #: the trials to suggest; None when a wrapper counts them (``strata.StratifiedSearch``)
+        self._trials = spec.trials if counts_trials else None
         self._set_constraint: dict[str, SetConstraint] = {}
         #: the Optuna study, once the first trial is sampled (for tests and inspection)
         self.study: optuna.Study | None = None
@@ -98,19 +108,13 @@ class StudySearch(OptunaSearch):
         )
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if len(self._ot_trials) + len(self.unknown_logged()) >= self._trials:
-            return Searcher.FINISHED  # the rest ran before Ray's last save knew of them
+        if self._trials is not None and all_suggested(self._ot_trials.keys(), self._trials):
+            return Searcher.FINISHED
         config = super().suggest(trial_id)
         if self._define.last is not None:
             self._set_constraint[trial_id], self.study = self._define.last
             self._define.last = None
         return config
-
-    def unknown_logged(self) -> frozenset[str]:
-        """Trials the store holds that this searcher never suggested (as far as the state it
-        was restored from knows)."""
-        logged = _LIVE_LOGGED[0] if _LIVE_LOGGED else frozenset()
-        return logged - self._ot_trials.keys()
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False

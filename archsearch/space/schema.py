@@ -25,7 +25,7 @@ from archsearch.space.check import Check
 from archsearch.space.params import read_params
 from archsearch.space.policy import read_constraints, read_scheduler, read_time_budget
 from archsearch.space.preflight import check_model
-from archsearch.space.spec import INIT_FROM, SAMPLERS, SearchSpec
+from archsearch.space.spec import INIT_FROM, SAMPLERS, SPACE_FIELDS, SearchSpec
 
 #: TrialConfig fields that come from the model and data sections, not from ``train``
 _SECTION_FIELDS = (
@@ -66,7 +66,7 @@ _MODEL_KEYS = {"name": str, "options": dict}
 _INIT_KEYS = {"weights": str, "from": str}
 _REFERENCE_KEYS = {"train": bool}
 _DATA_KEYS = {"name": str, "root": str | None, "val_fraction": float, "options": dict}
-_SAMPLER_KEYS = {"name": str, "seed": int}
+_SAMPLER_KEYS = {"name": str, "seed": int, "stratify": str}
 _LATENCY_KEYS = {"runtime": str | bool, "batch": int, "repeats": int, "threads": int}
 _RESOURCE_KEYS = {"cpu": float, "gpu": float}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -155,8 +155,10 @@ def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
         time_budget=read_time_budget(raw.get("time_budget"), check),
         constraints=read_constraints(raw.get("constraints", {}), check),
         **_reference_settings(raw, base, check),
+        stratify=sampler.get("stratify"),
     )
     _check_run_shape(spec, check)
+    _check_strata(spec, check)
     if "latency" in spec.objectives and base.latency_runtime == "off":
         check.fail("latency.runtime", "off, but latency is an objective: use onnxruntime or torch")
     # last: building a model is the slow check; what it finds is the pre-flight report
@@ -176,6 +178,28 @@ def _check_run_shape(spec: SearchSpec, check: Check) -> None:
     if spec.gpu < 0 or (spec.gpu > 1 and not spec.gpu.is_integer()):
         check.fail(
             "resources.gpu", f"expected 0, a fraction up to 1 or a whole number, got {spec.gpu}"
+        )
+
+
+def _check_strata(spec: SearchSpec, check: Check) -> None:
+    """``sampler.stratify`` names a searched list of choices that sets a trial setting."""
+    if spec.stratify is None:
+        return
+    param = next((p for p in spec.params if p.name == spec.stratify), None)
+    if param is None or param.kind != "choices" or param.name not in SPACE_FIELDS:
+        choices = [p.name for p in spec.params if p.kind == "choices" and p.name in SPACE_FIELDS]
+        known = ", ".join(choices) or "none in this space"
+        check.fail(
+            "sampler.stratify",
+            f"expected a searched parameter with a list of choices ({known}), "
+            f"got {spec.stratify!r}",
+        )
+    if param.when is not None:
+        key, values = param.when
+        check.fail(
+            "sampler.stratify",
+            f"{param.name!r} is drawn only when {key} is one of {list(values)}; expected a "
+            "parameter every trial draws",
         )
 
 

@@ -32,6 +32,10 @@ SAMPLERS: dict[str, str] = {
     "random": "RandomSampler",
 }
 
+#: a stratum's sampler seed is ``seed * _STRATUM_SEEDS + its index``: distinct across strata
+#: and across the seeds of one space
+_STRATUM_SEEDS = 1000
+
 #: a space file's ``scheduler.name``: every trial to its end, or MOASHA's rungs
 SCHEDULERS = ("fifo", "moasha")
 
@@ -157,6 +161,9 @@ class SearchSpec:
     #: weights of the dense reference the search trained (what a space file gets unless it
     #: says otherwise, wherever the search trains one: ``schema._reference_settings``)
     init_from: str = "scratch"
+    #: ``sampler.stratify``: a searched choice (e.g. ``granularity``) whose every value gets a
+    #: sampler of its own and an equal share of the trials (``stratum``); None: one sampler
+    stratify: str | None = None
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Define-by-run space for Optuna: conditions are read from values already drawn."""
@@ -165,6 +172,23 @@ class SearchSpec:
             if param.applies(point, self.base):
                 point[param.name] = param.suggest(trial)
         return point
+
+    def strata(self) -> tuple[Any, ...]:
+        """The values of ``stratify``, in the file's order; () when the search has one sampler."""
+        param = next((p for p in self.params if p.name == self.stratify), None)
+        return param.values if param is not None else ()
+
+    def stratum(self, value: Any) -> SearchSpec:
+        """The search of one stratum: ``stratify`` fixed at ``value`` in the fixed settings (so
+        conditions on it still read it), its own seed, every other parameter still searched."""
+        index = self.strata().index(value)
+        return dataclasses.replace(
+            self,
+            base=dataclasses.replace(self.base, **{SPACE_FIELDS[self.stratify]: value}),
+            params=tuple(p for p in self.params if p.name != self.stratify),
+            seed=self.seed * _STRATUM_SEEDS + index,
+            stratify=None,
+        )
 
     def trial_config(self, sampled: dict[str, Any]) -> TrialConfig:
         """The fixed settings with a sampled point laid over them."""
@@ -200,4 +224,5 @@ class SearchSpec:
             # only when not the default, so searches started before these keys resume
             **({} if self.reference_train else {"reference.train": False}),
             **({"init.from": self.init_from} if self.init_from != "scratch" else {}),
+            **({"sampler.stratify": self.stratify} if self.stratify else {}),
         }

@@ -1,0 +1,131 @@
+"""``sampler.stratify``: one Optuna study per value of a searched choice (a granularity), each
+with an equal share of the trials, so a structured front is searched as hard as the
+weight-sparse front that would otherwise dominate the sampler's ranking."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+from conftest import TRIAL_SPACE, space_error, tiny_space, trial_spec, write_space
+
+from archsearch.search import run_search
+from archsearch.search.searcher import StudySearch
+from archsearch.search.strata import StratifiedSearch, make_searcher
+from archsearch.space import load_spec
+
+STRATIFIED = {
+    **TRIAL_SPACE,
+    "trials": 6,
+    "sampler": {"name": "tpe", "seed": 3, "stratify": "granularity"},
+    "space": {**TRIAL_SPACE["space"], "gate_inputs": [False, True]},
+}
+
+
+def result(accuracy: float, flops: float) -> dict[str, Any]:
+    return {"val_accuracy": accuracy, "flops": flops}
+
+
+def test_trials_are_dealt_in_turn_and_each_study_ranks_only_its_own(tmp_path: Path) -> None:
+    spec = trial_spec(tmp_path, STRATIFIED)
+    searcher = make_searcher(spec)
+    assert isinstance(searcher, StratifiedSearch)
+    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    assert [c["granularity"] for c in configs] == ["neuron", "weight"] * 3  # the file's order
+    for config in configs:  # input gating is drawn with neurons only, as without strata
+        assert ("gate_inputs" in config) == (config["granularity"] == "neuron")
+        assert spec.trial_config(config).granularity == config["granularity"]
+    # every weight trial dominates every neuron trial: one study would rank no neuron trial
+    # on its front; the neuron study ranks them against each other
+    for i, config in enumerate(configs):
+        weight = config["granularity"] == "weight"
+        told = result(0.9, 1.0) if weight else result(0.5 + i / 100, 10.0 + i)
+        searcher.on_trial_complete(f"t{i}", told)
+    neuron, weight = searcher.studies["neuron"].study, searcher.studies["weight"].study
+    assert len(neuron.trials) == len(weight.trials) == 3
+    assert {t.number for t in neuron.best_trials} == {t.number for t in neuron.trials}
+    assert all("granularity" not in t.params for t in neuron.trials + weight.trials)
+
+
+def test_a_saved_stratified_searcher_resumes_its_turn_and_its_studies(tmp_path: Path) -> None:
+    spec = trial_spec(tmp_path, STRATIFIED)
+    searcher = StratifiedSearch(spec)
+    for i in range(3):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", result(0.8, 50.0))
+    searcher.save(str(tmp_path / "searcher.pkl"))
+
+    restored = StratifiedSearch(spec)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("t3")["granularity"] == "weight"  # 2 neuron, 1 weight so far
+    assert len(restored.studies["neuron"].study.trials) == 2
+    assert len(restored.studies["weight"].study.trials) == 2  # t1 told, t3 asked
+    dealt = [restored.suggest(f"t{i}")["granularity"] for i in (4, 5)]
+    assert dealt == ["neuron", "weight"]
+    assert restored.suggest("t6") == StratifiedSearch.FINISHED  # 6 trials in all, not each
+
+
+def test_each_stratum_samples_with_its_own_seed(tmp_path: Path) -> None:
+    spec = trial_spec(tmp_path, STRATIFIED)
+    assert [spec.stratum(value).seed for value in spec.strata()] == [3000, 3001]
+    assert spec.stratum("weight").base.granularity == "weight"
+    assert spec.describe()["sampler.stratify"] == "granularity"
+    plain = trial_spec(tmp_path, TRIAL_SPACE)
+    assert "sampler.stratify" not in plain.describe()  # searches made before it still resume
+    assert isinstance(make_searcher(plain), StudySearch)
+
+
+@pytest.mark.parametrize(
+    ("stratify", "message"),
+    [
+        ("granularty", "expected a searched parameter with a list of choices (gate, granul"),
+        ("penalty.lambda", "expected a searched parameter with a list of choices"),
+        ("arm.k", "expected a searched parameter with a list of choices"),
+        ("gate_inputs", "'gate_inputs' is drawn only when granularity is one of ['neuron']"),
+    ],
+)
+def test_a_bad_stratify_is_one_line(tmp_path: Path, stratify: str, message: str) -> None:
+    raw = {**STRATIFIED, "sampler": {"name": "tpe", "stratify": stratify}}
+    error = space_error(tmp_path, raw)
+    assert error.startswith(f"{tmp_path / 'space.yaml'}: sampler.stratify: {message}"), error
+
+
+def test_a_stratified_search_runs_each_granularity_its_share(
+    tmp_path: Path, restore_environ
+) -> None:
+    raw = tiny_space(
+        "stratified",
+        trials=5,
+        sampler={"name": "tpe", "seed": 0, "stratify": "granularity"},
+        space={
+            "gate": ["hard_concrete", "arm"],
+            "granularity": ["weight", "neuron"],
+            "penalty.lambda": {"loguniform": [0.01, 1.0]},
+        },
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    lines: list[str] = []
+    outcome = run_search(
+        load_spec(write_space(tmp_path, raw)),
+        tracking_uri=uri,
+        storage=str(tmp_path / "ray"),
+        on_progress=lines.append,
+    )
+    assert not outcome.interrupted and outcome.finished == 5
+    banner = next(line for line in lines if line.startswith("starting search"))
+    assert "one sampler per granularity (weight, neuron), trials dealt in turn" in banner
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("stratified")
+    children = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if "archsearch.trial_id" in r.data.tags
+    ]
+    shares = collections.Counter(r.data.params["granularity"] for r in children)
+    assert shares == {"weight": 3, "neuron": 2}
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.params["sampler.stratify"] == "granularity"
