@@ -8,6 +8,7 @@ must be enough.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -26,6 +27,13 @@ SPACE = tiny_space(
     data={"name": "synthetic", "options": {"n_samples": 4096}},
     trials=TRIALS,
     train={"epochs": 40, "finetune_epochs": 0, "batch_size": 64, "lr": 0.01, "gate_lr": 0.1},
+    # one study per granularity: its studies and its turn survive the kill too
+    sampler={"name": "random", "seed": 0, "stratify": "granularity"},
+    space={
+        "gate": ["hard_concrete", "arm"],
+        "granularity": ["neuron", "weight"],
+        "penalty.lambda": {"loguniform": [0.01, 1.0]},
+    },
 )
 
 
@@ -89,6 +97,9 @@ def test_killed_search_resumes_to_exactly_the_requested_trials(
     assert logged <= set(trial_ids)
     assert all(r.info.status == "FINISHED" for r in children)
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    if sig == signal.SIGINT:  # the saved searcher knew every trial it had dealt: still in turn
+        shares = collections.Counter(r.data.params["granularity"] for r in children)
+        assert shares == {"neuron": TRIALS // 2, "weight": TRIALS // 2}
 
 
 def test_resume_refuses_a_changed_search(tmp_path: Path, monkeypatch, capsys) -> None:
