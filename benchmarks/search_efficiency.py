@@ -88,6 +88,7 @@ def arm_space(arm: str, seed: int, budget: str) -> dict[str, Any]:
     raw["name"] = f"efficiency-{arm}-{seed}"
     raw["trials"] = 10_000  # the time budget ends it
     raw["time_budget"] = budget
+    # one sampler over both granularities: the arms ran before the file set sampler.stratify
     raw["sampler"] = {"name": settings["sampler"], "seed": seed}
     raw["constraints"] = {metric: dict(bounds) for metric, bounds in CONSTRAINTS.items()}
     if settings["scheduler"]:
