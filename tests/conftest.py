@@ -100,6 +100,19 @@ def trial_config(folder: Path, sampled: dict[str, Any]) -> TrialConfig:
     return trial_spec(folder).trial_config(sampled)
 
 
+def search_to_end(folder: Path, spec: SearchSpec) -> tuple[Any, list[str], str]:
+    """A real search of ``spec`` in ``folder`` (its MLflow store and Ray state there), to its
+    end; returns the outcome, the progress lines and the store's URI."""
+    from archsearch.search import run_search
+
+    uri = f"sqlite:///{folder}/mlflow.db"
+    lines: list[str] = []
+    outcome = run_search(
+        spec, tracking_uri=uri, storage=str(folder / "ray"), on_progress=lines.append
+    )
+    return outcome, lines, uri
+
+
 def space_error(folder: Path, raw: dict[str, Any]) -> str:
     """The error ``load_spec`` gives for a bad space, checked to be one line."""
     from archsearch.space import SpaceError, load_spec

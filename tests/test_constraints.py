@@ -12,13 +12,12 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-from conftest import space_error, tiny_space, write_space
+from conftest import search_to_end, space_error, tiny_space, write_space
 
 from archsearch import api
 from archsearch.constraints import Constraint, constraint_values, violations
 from archsearch.dashboard import collect
 from archsearch.pareto import non_dominated
-from archsearch.search import run_search
 from archsearch.search.reports import EPOCH_KEY
 from archsearch.search.searcher import StudySearch
 from archsearch.space import load_spec
@@ -136,11 +135,7 @@ def test_a_constrained_search_marks_what_violates_and_fronts_the_rest(
         constraints={"val_accuracy": {"min": 0.6}},  # lr 1e-6 learns next to nothing
     )
     spec = load_spec(write_space(tmp_path, raw))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    lines: list[str] = []
-    outcome = run_search(
-        spec, tracking_uri=uri, storage=str(tmp_path / "ray"), on_progress=lines.append
-    )
+    outcome, lines, uri = search_to_end(tmp_path, spec)
     assert outcome.finished == 3 and not outcome.interrupted
 
     client = mlflow.MlflowClient(uri)

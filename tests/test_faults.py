@@ -21,10 +21,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import start_cli, tiny_space, write_space
+from conftest import search_to_end, start_cli, tiny_space, write_space
 from test_cluster import ray_tmp, two_node_cluster  # noqa: F401 (ray_tmp: a fixture)
 
-from archsearch.search import run_search
 from archsearch.space import SpaceError, load_spec
 
 #: trials of several seconds, so the worker node is killed while one runs there
@@ -59,14 +58,7 @@ def test_retries_is_a_space_file_key(tmp_path: Path) -> None:
 def test_a_trials_own_error_is_not_retried(tmp_path: Path, restore_environ) -> None:
     space = tiny_space("own-error", trials=2, retries=2)
     space["space"]["lr"] = [1e20]
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    lines: list[str] = []
-    outcome = run_search(
-        load_spec(write_space(tmp_path, space)),
-        tracking_uri=uri,
-        storage=str(tmp_path / "ray"),
-        on_progress=lines.append,
-    )
+    outcome, lines, uri = search_to_end(tmp_path, load_spec(write_space(tmp_path, space)))
     assert (outcome.finished, outcome.failed, outcome.retried) == (0, 2, 0), lines
     assert not any("running it again" in line for line in lines), lines
     assert sum("FAILED (DegenerateTrialError" in line for line in lines) == 2, lines

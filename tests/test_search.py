@@ -14,7 +14,7 @@ from typing import Any
 import mlflow
 import optuna
 import pytest
-from conftest import free_port, tiny_space, write_space
+from conftest import free_port, search_to_end, tiny_space, write_space
 
 from archsearch.pareto import non_dominated
 from archsearch.search import ClusterError, ResumeError, run_search
@@ -46,11 +46,7 @@ def test_every_sampler_a_space_file_names_is_an_optuna_sampler(name: str) -> Non
 
 def test_four_trial_search_logs_runs_front_and_a_failure(tmp_path: Path, restore_environ) -> None:
     spec = load_spec(write_space(tmp_path, TINY))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    lines: list[str] = []
-    outcome = run_search(
-        spec, tracking_uri=uri, storage=str(tmp_path / "ray"), on_progress=lines.append
-    )
+    outcome, lines, uri = search_to_end(tmp_path, spec)
 
     assert not outcome.interrupted and outcome.logging_errors == []
     assert outcome.finished + outcome.failed == 4 and outcome.failed >= 1

@@ -10,9 +10,8 @@ from typing import Any
 
 import mlflow
 import pytest
-from conftest import TRIAL_SPACE, space_error, tiny_space, trial_spec, write_space
+from conftest import TRIAL_SPACE, search_to_end, space_error, tiny_space, trial_spec, write_space
 
-from archsearch.search import run_search
 from archsearch.search.searcher import StudySearch
 from archsearch.search.strata import StratifiedSearch, make_searcher
 from archsearch.space import load_spec
@@ -106,14 +105,7 @@ def test_a_stratified_search_runs_each_granularity_its_share(
             "penalty.lambda": {"loguniform": [0.01, 1.0]},
         },
     )
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    lines: list[str] = []
-    outcome = run_search(
-        load_spec(write_space(tmp_path, raw)),
-        tracking_uri=uri,
-        storage=str(tmp_path / "ray"),
-        on_progress=lines.append,
-    )
+    outcome, lines, uri = search_to_end(tmp_path, load_spec(write_space(tmp_path, raw)))
     assert not outcome.interrupted and outcome.finished == 5
     banner = next(line for line in lines if line.startswith("starting search"))
     assert "one sampler per granularity (weight, neuron), trials dealt in turn" in banner

@@ -47,7 +47,7 @@ class StratifiedSearch(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if trial_id not in self.owner and all_suggested(self.owner.keys(), self._trials):
             return Searcher.FINISHED
-        value = self.owner.get(trial_id, self._next_stratum())
+        value = self.owner[trial_id] if trial_id in self.owner else self._next_stratum()
         config = self.studies[value].suggest(trial_id)
         if not isinstance(config, dict):
             return config

@@ -185,7 +185,7 @@ def _check_strata(spec: SearchSpec, check: Check) -> None:
     """``sampler.stratify`` names a searched list of choices that sets a trial setting."""
     if spec.stratify is None:
         return
-    param = next((p for p in spec.params if p.name == spec.stratify), None)
+    param = spec.param(spec.stratify)
     if param is None or param.kind != "choices" or param.name not in SPACE_FIELDS:
         choices = [p.name for p in spec.params if p.kind == "choices" and p.name in SPACE_FIELDS]
         known = ", ".join(choices) or "none in this space"

@@ -173,9 +173,13 @@ class SearchSpec:
                 point[param.name] = param.suggest(trial)
         return point
 
+    def param(self, name: str | None) -> Param | None:
+        """The searched parameter called ``name``; None if the space does not search it."""
+        return next((p for p in self.params if p.name == name), None)
+
     def strata(self) -> tuple[Any, ...]:
         """The values of ``stratify``, in the file's order; () when the search has one sampler."""
-        param = next((p for p in self.params if p.name == self.stratify), None)
+        param = self.param(self.stratify)
         return param.values if param is not None else ()
 
     def stratum(self, value: Any) -> SearchSpec:
