@@ -2,15 +2,17 @@
 
 Usage: python benchmarks/gate_targets.py --label after [--gates ...] [--granularities ...]
        [--targets 0.02 0.05 0.2] [--lambda 5] [--workers 2] [--baseline] [--init reference]
+       [--gate-inputs]
 Each cell is one `run_trial` with `penalty.target` = T (the default 10 gated + 2 fine-tuning
 epochs): LeNet-300-100 for `weight` and `neuron`, LeNet-5-Caffe for `channel`. A cell passes
 when its hardened FLOPs ratio lies in [0.8 T, 1.25 T] and its test accuracy is at least the
 global magnitude baseline at T (`magnitude_baseline.py`, same epochs) minus 2 points.
 `--init reference` starts every cell from the dense network trained once per model on the
 same schedule (what a search's `init: {from: reference}` does); the default is a fresh
-initialisation. Cells run in `--workers` processes of one thread each. Results accumulate in
-benchmarks/gate_targets.json under `--label` (so "before" and "after" sit side by side) and
-print as a Markdown table.
+initialisation. `--gate-inputs` has neuron cells gate LeNet-300-100's 784 input features too
+(what the bundled `lenet300_fashion.yaml` does in every neuron trial). Cells run in
+`--workers` processes of one thread each. Results accumulate in benchmarks/gate_targets.json
+under `--label` (so "before" and "after" sit side by side) and print as a Markdown table.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         epochs=cell["epochs"],
         finetune_epochs=cell["finetune_epochs"],
         init_weights=cell.get("init_weights"),
+        gate_inputs=cell.get("gate_inputs", False),
     )
     started = time.perf_counter()
     try:
@@ -204,6 +207,9 @@ def main() -> None:
         default="scratch",
         help="reference: every cell starts from the dense network trained once per model",
     )
+    parser.add_argument(
+        "--gate-inputs", action="store_true", help="neuron cells also gate the input features"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     stored = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -215,6 +221,7 @@ def main() -> None:
             "lambda": args.penalty_lambda,
             "epochs": args.epochs,
             "finetune_epochs": args.finetune_epochs,
+            **({"gate_inputs": True} if args.gate_inputs and granularity == "neuron" else {}),
         }
         for granularity in args.granularities
         for gate in args.gates
