@@ -116,7 +116,17 @@ def test_fused_values_and_gradients_equal_the_formulas(name, options, progress, 
     assert not reference.pop("fused") and fused_result.pop("fused")
     assert set(reference) == set(fused_result)
     for key, expected in reference.items():
-        torch.testing.assert_close(fused_result[key], expected, msg=lambda m, k=key: f"{k}: {m}")
+        # a gradient of a parameter shared by every weight (learned_threshold's tau) is a sum
+        # of SHAPE's elements, which the compiled kernel adds in another order: float32 then
+        # differs by a few ulps per term (2.7e-6 relative seen on one machine), not by a bug
+        rtol = 1e-5 if expected.numel() == 1 and key.endswith(".grad") else None
+        torch.testing.assert_close(
+            fused_result[key],
+            expected,
+            rtol=rtol,
+            atol=None if rtol is None else 1e-5,
+            msg=lambda m, k=key: f"{k}: {m}",
+        )
     # the noise is the seed's: another seed draws another sample
     if get_gate_info(name).stochastic and options.get("stochastic", True):
         assert not torch.equal(step(gate, weight, mode, seed=2)["masked"], fused_result["masked"])
