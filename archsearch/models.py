@@ -11,9 +11,7 @@ and cannot drift from the code. A name ``"package.module:callable"`` is the user
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,22 +19,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from archsearch.errors import ConfigError, UnknownNameError
-from archsearch.model_import import AUX_WEIGHT_ATTRIBUTE, import_model
+from archsearch.errors import ConfigError
 from archsearch.model_import import aux_head_params as aux_head_params
 from archsearch.model_import import aux_loss_weight as aux_loss_weight
 from archsearch.model_import import aux_outputs as aux_outputs
 from archsearch.model_import import check_output as check_output
 from archsearch.model_import import drop_aux_heads as drop_aux_heads
+from archsearch.model_import import import_model
 from archsearch.model_import import load_dense_weights as load_dense_weights
 from archsearch.model_import import primary_output as primary_output
 from archsearch.model_import import with_module_versions as with_module_versions
 from archsearch.registry import Registry, option_defaults
+from archsearch.torchvision_models import AUX_HEAD_MODELS as AUX_HEAD_MODELS
+from archsearch.torchvision_models import TORCHVISION_PREFIX, torchvision_builder, torchvision_names
 from archsearch.user_code import is_import_path
-
-TORCHVISION_PREFIX = "torchvision/"
-#: torchvision classifiers with auxiliary heads (``aux_logits``) in training mode
-AUX_HEAD_MODELS = ("googlenet", "inception_v3")
 
 Builder = Callable[..., nn.Module]
 
@@ -65,12 +61,7 @@ class _ModelRegistry(Registry[ModelInfo]):
 
     def get(self, name: str) -> ModelInfo:
         if name.startswith(TORCHVISION_PREFIX):
-            tv_name = name.removeprefix(TORCHVISION_PREFIX)
-            _check_torchvision_name(tv_name)
-            aux = tv_name in AUX_HEAD_MODELS
-            builder = functools.partial(
-                _torchvision_aux_model if aux else _torchvision_model, tv_name
-            )
+            builder = torchvision_builder(name.removeprefix(TORCHVISION_PREFIX))
             return ModelInfo(name, builder, "a torchvision classifier, random init")
         if is_import_path(name):
             imported = import_model(name)
@@ -78,7 +69,7 @@ class _ModelRegistry(Registry[ModelInfo]):
         return super().get(name)
 
     def hint(self, name: str) -> str:
-        if name in _torchvision_names():
+        if name in torchvision_names():
             return f" (did you mean '{TORCHVISION_PREFIX}{name}'?)"
         return ""
 
@@ -317,84 +308,3 @@ def resnet56(input_shape: tuple[int, ...], num_classes: int, *, width: int = 16)
 @register_model("tiny_resnet", "for tests: CIFAR ResNet-8 of width 4, with projection shortcuts")
 def tiny_resnet(input_shape: tuple[int, ...], num_classes: int, *, width: int = 4) -> nn.Module:
     return _cifar_resnet("tiny_resnet", 1, input_shape, num_classes, width)
-
-
-# -- torchvision ----------------------------------------------------------------------------
-
-
-def _torchvision_models() -> Any:
-    """``torchvision.models``, imported here only: it loads torch's compiler stack (1.5 s)."""
-    import torchvision.models
-
-    return torchvision.models
-
-
-def _torchvision_names() -> list[str]:
-    return _torchvision_models().list_models(module=_torchvision_models())
-
-
-def _check_torchvision_name(tv_name: str) -> None:
-    known = _torchvision_names()
-    if tv_name not in known:
-        raise UnknownNameError(
-            f"unknown torchvision classifier {tv_name!r}; choose one of: {', '.join(known)}"
-        )
-
-
-def _torchvision_model(
-    tv_name: str,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    weights_file: str | os.PathLike[str] | None = None,
-) -> nn.Module:
-    """Random init: weights are never downloaded, only read from ``weights_file`` if given."""
-    model = _torchvision_models().get_model(tv_name, weights=None, num_classes=num_classes)
-    _check_channels(model, tv_name, input_shape)
-    if weights_file is not None:
-        load_dense_weights(model, weights_file, f"torchvision/{tv_name}")
-    return model
-
-
-def _torchvision_aux_model(
-    tv_name: str,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    weights_file: str | os.PathLike[str] | None = None,
-    aux_weight: float = 0.0,
-) -> nn.Module:
-    """GoogLeNet and Inception v3: their training-only auxiliary heads only with a positive
-    ``aux_weight``, the weight of each head's loss (torchvision's recipe uses 0.3). Without
-    it the heads would only cost training time. A weights file may hold the heads or not."""
-
-    def build(heads: bool) -> nn.Module:
-        return _torchvision_models().get_model(
-            tv_name, weights=None, num_classes=num_classes, aux_logits=heads, init_weights=True
-        )
-
-    model = build(aux_weight > 0 or weights_file is not None)
-    _check_channels(model, tv_name, input_shape)
-    if weights_file is not None:
-        try:
-            load_dense_weights(model, weights_file, f"torchvision/{tv_name}")
-        except ConfigError:
-            if aux_weight > 0:
-                raise
-            model = build(False)  # a file saved without the heads
-            load_dense_weights(model, weights_file, f"torchvision/{tv_name}")
-        if not aux_weight:
-            drop_aux_heads(model)
-    if aux_weight:
-        setattr(model, AUX_WEIGHT_ATTRIBUTE, float(aux_weight))
-    return model
-
-
-def _check_channels(model: nn.Module, tv_name: str, input_shape: tuple[int, ...]) -> None:
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if first_conv is not None and first_conv.in_channels != input_shape[0]:
-        raise ConfigError(
-            f"model 'torchvision/{tv_name}' takes {first_conv.in_channels} input channels but "
-            f"the data has input_shape {input_shape}; use a {first_conv.in_channels}-channel "
-            "data set or one of archsearch's own models"
-        )

@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "models": 1,
     "onnx_graph": 1,
     "model_import": 1,
+    "torchvision_models": 1,
     "data": 1,
     "pruning": 2,
     "config": 3,

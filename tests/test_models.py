@@ -69,6 +69,15 @@ def test_torchvision_model_builds_offline() -> None:
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
+def test_torchvision_vit_is_built_for_the_datas_image_size() -> None:
+    """torchvision fixes a ViT's size at 224 by default; a user's 64x64 images must fit."""
+    model = create_model("torchvision/vit_b_32", (3, 64, 64), 10).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    with pytest.raises(ConfigError, match="multiple of its patch size"):
+        create_model("torchvision/vit_b_32", (3, 48, 48), 10)
+
+
 def test_torchvision_weights_file_round_trip(tmp_path) -> None:
     source = create_model("torchvision/squeezenet1_1", (3, 32, 32), 5)
     torch.save(source.state_dict(), tmp_path / "w.pt")
