@@ -140,6 +140,10 @@ def _train_and_export(config: Any, work: Path) -> dict[str, Any]:
         "dense_flops": metrics["dense_flops"],
         "flops": metrics["flops"],
         "degenerate": metrics["degenerate"],
+        # the hard cost after each gated epoch: where gates move in lockstep it swings
+        "hard_cost_by_epoch": [
+            round(e["hard_cost_ratio"], 3) for e in result.history if "hard_cost_ratio" in e
+        ],
     }
     refusals = []
     for fmt in EXPORT_ORDER:
