@@ -30,7 +30,6 @@ from archsearch.model_import import load_dense_weights as load_dense_weights
 from archsearch.model_import import primary_output as primary_output
 from archsearch.model_import import with_module_versions as with_module_versions
 from archsearch.registry import Registry, option_defaults
-from archsearch.torchvision_models import AUX_HEAD_MODELS as AUX_HEAD_MODELS
 from archsearch.torchvision_models import TORCHVISION_PREFIX, torchvision_builder, torchvision_names
 from archsearch.user_code import is_import_path
 

@@ -102,16 +102,18 @@ def _build(tv_name: str, input_shape: tuple[int, ...], **kwargs: Any) -> nn.Modu
     if keyword is None:
         return torchvision_models().get_model(tv_name, weights=None, **kwargs)
     height, width = input_shape[-2:]
-    try:
-        if height != width:
-            raise ValueError("the input is not square")
-        return torchvision_models().get_model(tv_name, weights=None, **kwargs, **{keyword: width})
-    except (AssertionError, ValueError) as error:
-        raise ConfigError(
-            f"model 'torchvision/{tv_name}' cannot be built for input_shape {tuple(input_shape)}"
-            f" ({error or 'the side is not a multiple of its patch size'}); give it square "
-            "images whose side is a multiple of its patch size (the number in its name)"
-        ) from None
+    reason = "the input is not square"
+    if height == width:
+        kwargs[keyword] = width
+        try:
+            return torchvision_models().get_model(tv_name, weights=None, **kwargs)
+        except AssertionError as error:  # torchvision: "Input shape indivisible by patch size!"
+            reason = str(error) or "the side is not a multiple of its patch size"
+    raise ConfigError(
+        f"model 'torchvision/{tv_name}' cannot be built for input_shape {tuple(input_shape)} "
+        f"({reason}); give it square images whose side is a multiple of its patch size (the "
+        "number in its name)"
+    )
 
 
 def _check_channels(model: nn.Module, tv_name: str, input_shape: tuple[int, ...]) -> None:

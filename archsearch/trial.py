@@ -25,8 +25,6 @@ from archsearch.data import DataSplits, load_dataset
 from archsearch.errors import ConfigError, first_line
 from archsearch.latency import LatencyError, LatencySettings, measure_latency, sparse_latency
 from archsearch.models import (
-    AUX_HEAD_MODELS,
-    TORCHVISION_PREFIX,
     aux_head_params,
     check_output,
     create_model,
@@ -45,6 +43,7 @@ from archsearch.subnetwork import (
     save_subnetwork,
     write_json,
 )
+from archsearch.torchvision_models import AUX_HEAD_MODELS, TORCHVISION_PREFIX
 from archsearch.train import (
     EpochCallback,
     TrainingRun,
