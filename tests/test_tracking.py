@@ -447,3 +447,25 @@ def test_ui_serves_the_store_with_the_front_filter(search, store) -> None:
 def test_ui_with_unknown_experiment_is_one_line(store, capsys) -> None:
     assert main(["ui", "no-such-space", "--tracking-uri", store]) == 2
     assert "no experiment named 'no-such-space'" in capsys.readouterr().err
+
+
+def test_a_write_whose_answer_was_lost_is_not_logged_twice(store, client, trials) -> None:
+    """The server made the trial's run, then went away before its answer arrived (a server
+    killed mid-request): the search never learned the run's id. When the write is tried again,
+    as the outage queue does once the server answers, the trial still has exactly one run."""
+    params, folder, metrics = trials[0]
+    tracker = SearchTracker("answer-lost", tracking_uri=store)
+    create_run = tracker.client.create_run
+
+    def created_then_cut_off(*args, **kwargs):
+        create_run(*args, **kwargs)
+        raise ConnectionError("the server went away before it answered")
+
+    tracker.client.create_run = created_then_cut_off
+    with pytest.raises(ConnectionError):
+        tracker.log_trial("lost", params, metrics=metrics, trial_dir=folder)
+    tracker.client.create_run = create_run
+    run_id = tracker.log_trial("lost", params, metrics=metrics, trial_dir=folder)
+    active = [r for r in _children(client, tracker) if r.info.lifecycle_stage == "active"]
+    assert [r.info.run_id for r in active] == [run_id]
+    assert active[0].info.status == "FINISHED"

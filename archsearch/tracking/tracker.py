@@ -100,6 +100,7 @@ class SearchTracker:
         self._unranked: set[str] = set()  # finished runs the front has not been ranked with
         self._logged: set[str] = set()
         self._stale: dict[str, str] = {}  # trial id → child run left RUNNING by a crash
+        self._attempted: set[str] = set()  # trial ids whose write was tried in this process
         self._ends: dict[str, str] = {}  # run id → how its trial ended (``endings``)
         self._details: dict[str, dict[str, Any]] = {}  # stopped, infeasible: for summaries
         self._summary_due = False  # a trial logged, its front and parent summary not yet
@@ -223,6 +224,9 @@ class SearchTracker:
             if trial_id in self._stale:  # half-written (a driver killed, a server gone): redo
                 self.client.delete_run(self._stale[trial_id])
                 del self._stale[trial_id]
+            if trial_id in self._attempted:
+                self._delete_orphans(trial_id)
+            self._attempted.add(trial_id)
             tags = child_tags(self.parent_run_id, trial_id, params, metrics, files, error)
             ending, more_tags, metrics = trial_ending(
                 metrics, error=error, stopped=stopped, constraints=self.constraints
@@ -248,6 +252,15 @@ class SearchTracker:
             self._log_parent_summary(hypervolume=ending == FINISHED)
             self._summary_due = False
             return run_id
+
+    def _delete_orphans(self, trial_id: str) -> None:
+        """Delete the runs an earlier, failed write of this trial left in the store. A server
+        killed after it created the run but before its answer arrived leaves a run whose id
+        the search never learned (``_stale`` only knows ids that came back), and writing the
+        trial again would log it twice."""
+        for run in child_runs(self.client, self.experiment_id, self.parent_run_id):
+            if run.data.tags.get(TRIAL_TAG) == trial_id:
+                self.client.delete_run(run.info.run_id)
 
     def _remember(
         self, run_id: str, trial_id: str, ending: str, content: tuple[dict, dict, dict]
