@@ -110,6 +110,39 @@ def test_dead_layer_keeps_its_strongest_group() -> None:
     hardened = harden(gated.eval(), (1, 8, 8))
     assert hardened.degenerate_groups == [groups[0].name]
     assert hardened.structure[0]["kept"] == [3]
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():  # the gated model in eval computes the network that is shipped
+        assert (hardened.model(x) - gated(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("host_reads", [("cpu",), ()], ids=["host-check", "device-mark"])
+def test_a_dead_layer_trains_with_the_unit_hardening_keeps(monkeypatch, host_reads) -> None:
+    """A structured group whose gates all closed trains, and is costed, as the network that
+    hardening ships: its strongest element stays in the forward and in the expected cost the
+    penalty's gradient pulls on, and that element's gate still gets a gradient."""
+    from archsearch.pruning.cost import CostModel
+    from archsearch.pruning.groups import layer_geometry
+
+    # both ways of finding the survivor: a host check (CPU) and a mark built on the device
+    monkeypatch.setattr("archsearch.pruning.gated_model.HOST_READ_DEVICES", host_reads)
+    shape = (1, 28, 28)
+    torch.manual_seed(0)
+    model = create_model("lenet5_caffe", shape, 10)
+    groups = find_groups(model, shape, "channel")
+    cost = CostModel(layer_geometry(model, shape), groups, "flops")
+    gated = GatedModel(model, groups, "trainable_gate").train()
+    first = gated.gate(groups[0].name)
+    with torch.no_grad():
+        first.w.fill_(-1.0)  # conv1: every channel closed
+        first.w[7] = -0.5  # the strongest of them
+    logits = gated(torch.randn(4, *shape))
+    assert logits.std(0).sum() > 0, "the inputs no longer reach the output: a dead layer trained"
+    keep = gated.keep_probabilities(gated.last_scores)
+    kept = {name: mask.float() for name, mask in gated.kept_masks(gated.last_scores).items()}
+    assert keep[groups[0].name].nonzero().flatten().tolist() == [7]
+    assert float(cost.ratio(keep).detach()) == pytest.approx(float(cost.ratio(kept)), rel=1e-6)
+    (logits.square().sum() + cost.ratio(keep)).backward()
+    assert first.w.grad[7] != 0
 
 
 def test_the_penalty_pays_for_the_unit_a_dead_layer_keeps() -> None:
