@@ -1,9 +1,11 @@
 """One lambda, without a target, moves every gate about as far (issue 13, item 3).
 
-A search samples ``penalty.lambda`` from one range for every gate method. The straight-through
-methods close units under ``lambda * cost`` at a small fraction of the lambda the others need
-(benchmarks/RESULTS.md, "One lambda across gates"), so at unit granularities they own a
-factor on lambda (``Gate.unit_lambda_scale``) and the same lambda lands them near the others.
+A search samples ``penalty.lambda`` from one range for every gate method, but a plain
+``lambda * cost`` moves the methods by different amounts (benchmarks/RESULTS.md, "One lambda
+across gates"). So each method owns a factor on lambda for units and one for single weights
+(``Gate.unit_lambda_scale``, ``Gate.weight_lambda_scale``), fitted on the trained
+LeNet-300-100, and the same lambda lands it near the others. ARM keeps none: its pull against
+its estimator's noise depends on the model.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from archsearch.pruning.gated_model import GatedModel
 from archsearch.pruning.groups import find_groups
 from archsearch.trial import load_data, run_trial
 
-SCALED = [name for name in list_gates() if get_gate_info(name).cls.unit_lambda_scale != 1.0]
+SCALED = [name for name in list_gates() if name != "arm"]
 
 
 def _gated(gate: str, granularity: str) -> GatedModel:
@@ -26,16 +28,20 @@ def _gated(gate: str, granularity: str) -> GatedModel:
     return GatedModel(model, find_groups(model, (8,), granularity), gate)
 
 
-def test_the_straight_through_gates_own_a_smaller_lambda_for_units() -> None:
-    assert set(SCALED) == {"trainable_gate", "gumbel_softmax"}
-    for gate in SCALED:
-        factor = get_gate_info(gate).cls.unit_lambda_scale
-        assert 0 < factor < 1
-        assert _gated(gate, "neuron").penalty_scale(targeted=False) == factor
+@pytest.mark.parametrize("gate", list_gates())
+def test_each_gate_owns_its_factors_and_a_target_takes_none(gate: str) -> None:
+    method = get_gate_info(gate).cls
+    for granularity, factor in [
+        ("neuron", method.unit_lambda_scale),
+        ("weight", method.weight_lambda_scale),
+    ]:
+        gated = _gated(gate, granularity)
+        own = method.penalty_scale(sum(g.n for g in gated.gate_list))
+        assert gated.penalty_scale(targeted=False) == pytest.approx(own * factor)
         # a target's penalty is relative, and every gate reaches its band with lambda 1 there
-        assert _gated(gate, "neuron").penalty_scale(targeted=True) == 1.0
-        # single weights: the same lambda already lands these gates near the others
-        assert _gated(gate, "weight").penalty_scale(targeted=False) == 1.0
+        assert gated.penalty_scale(targeted=True) == pytest.approx(own)
+    if gate == "arm":
+        assert method.unit_lambda_scale == method.weight_lambda_scale == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +49,18 @@ def digits():
     return load_data(TrialConfig(**TINY))
 
 
-def test_one_lambda_lands_the_straight_through_gates_near_hard_concrete(digits) -> None:
-    """lambda = 1 at neuron granularity, no target: before the factor, gumbel_softmax closed
-    all but 1% of the FLOPs at chance accuracy where hard_concrete kept 56%."""
+@pytest.mark.parametrize("granularity", ["neuron", "weight"])
+def test_one_lambda_lands_every_scaled_gate_near_hard_concrete(digits, granularity) -> None:
+    """lambda = 1, no target, on the tests' digits MLP: without the factors
+    learned_threshold closed its neurons and gumbel_softmax its weights to 1-2% of the FLOPs
+    (chance accuracy and 54%) where hard_concrete kept 56% and 47%."""
 
     def run(gate: str) -> dict:
-        config = TrialConfig(**{**TINY, "penalty_lambda": 1.0}, gate=gate, granularity="neuron")
+        config = TrialConfig(**{**TINY, "penalty_lambda": 1.0}, gate=gate, granularity=granularity)
         return run_trial(config, data=digits).metrics
 
     reference = run("hard_concrete")
     for gate in SCALED:
-        metrics = run(gate)
-        assert metrics["val_accuracy"] >= 0.8, metrics
-        assert 0.1 <= metrics["flops_ratio"] / reference["flops_ratio"] <= 10, (metrics, reference)
+        metrics = run(gate) if gate != "hard_concrete" else reference
+        assert metrics["val_accuracy"] >= 0.8, (gate, metrics)
+        assert 0.1 <= metrics["flops_ratio"] / reference["flops_ratio"] <= 10, (gate, metrics)

@@ -68,7 +68,7 @@ def test_trial_writes_what_the_search_reads(tmp_path: Path, digits) -> None:
 def test_lambda_prunes_with_every_gate(gate: str, digits) -> None:
     """A strong penalty must shrink the network, with every method (the point of the tool)."""
     config = TrialConfig(
-        **{**SMALL, "epochs": 4}, gate=gate, granularity="neuron", penalty_lambda=0.5, gate_lr=0.05
+        **{**SMALL, "epochs": 4}, gate=gate, granularity="neuron", penalty_lambda=2.0, gate_lr=0.05
     )
     metrics = run_trial(config, data=digits).metrics
     assert metrics["flops_ratio"] < 0.9

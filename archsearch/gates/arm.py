@@ -44,6 +44,13 @@ class ArmGate(Gate):
     factor k, which is biased for this variant.
     """
 
+    #: No lambda factor of its own (``Gate.unit_lambda_scale``): the trained LeNet-300-100
+    #: wanted 2.2 on neurons and 9 on weights, while on the tests' digits MLP, where its
+    #: neurons already close to 1% of the FLOPs at lambda 1, a factor of 9 took its weights
+    #: from 19% to 0.05%. How far ARM's penalty moves it against its estimator's noise depends
+    #: on the model (benchmarks/RESULTS.md, "One lambda across gates, every gate scaled");
+    #: search ``penalty.target`` for trials comparable across methods.
+
     two_pass = True
     #: measured: without it the keep probabilities of a weight-granularity layer stay near 1/2
     #: and the network trained on costs 3x the one shipped (docs/gates.md, "What each

@@ -43,11 +43,15 @@ class Gate(nn.Module, abc.ABC):
     #: on a wider scale than the others' (learned thresholds).
     lr_scale: ClassVar[float] = 1.0
 
-    #: Factor on lambda, without a target, when the groups are units (neurons, channels,
-    #: input features) rather than single weights: for methods that a plain ``lambda * cost``
-    #: moves much further than the others there (benchmarks/RESULTS.md, "One lambda across
-    #: gates"), so a searched lambda range means the same costs for every method.
+    #: Factors on lambda without a target, when the groups are units (neurons, channels,
+    #: input features) and when they are single weights. A plain ``lambda * cost`` moves the
+    #: methods by different amounts, so each method owns the factor that lands it, at one
+    #: lambda, where the others land: a searched lambda range then means the same costs for
+    #: every method (fitted from the trained LeNet-300-100, benchmarks/RESULTS.md, "One
+    #: lambda across gates, every gate scaled"). With a target the penalty is relative and
+    #: every method reaches its band at lambda 1: no factor applies.
     unit_lambda_scale: ClassVar[float] = 1.0
+    weight_lambda_scale: ClassVar[float] = 1.0
 
     @classmethod
     def penalty_scale(cls, total_groups: int) -> float:

@@ -51,6 +51,11 @@ class DiffPruneGate(Gate):
     (z = 0 with zero gradient); this init starts every gate inside (0, 1) with a gradient.
     """
 
+    #: lambda factors without a target (``Gate.unit_lambda_scale``), fitted on the trained
+    #: LeNet-300-100 (benchmarks/RESULTS.md, "One lambda across gates, every gate scaled")
+    unit_lambda_scale = 1.1
+    weight_lambda_scale = 0.8
+
     def __init__(
         self,
         n: int,

@@ -41,9 +41,10 @@ class GumbelSoftmaxGate(Gate):
     #: measured: without it, keep probabilities sink together and the hard mask keeps a
     #: fraction of what the penalty pulls on (docs/gates.md, "What each method adds to it")
     polarisation = 5.0
-    #: measured as trainable_gate's: lambda 1 on the trained LeNet-300-100's neurons kept
-    #: 0.5% of the FLOPs, lambda 0.1 12.7% (docs/gates.md, "What each method adds to it")
-    unit_lambda_scale = 0.1
+    #: lambda factors without a target (``Gate.unit_lambda_scale``), fitted on the trained
+    #: LeNet-300-100 (benchmarks/RESULTS.md, "One lambda across gates, every gate scaled")
+    unit_lambda_scale = 0.035
+    weight_lambda_scale = 0.5
 
     def __init__(
         self, n: int, *, init_drop_rate: float = 0.5, tau0: float = 1.0, tau_min: float = 0.1

@@ -44,6 +44,11 @@ class HardConcreteGate(Gate):
     what lets the L0 norm be trained by the reparameterisation trick.
     """
 
+    #: lambda factors without a target (``Gate.unit_lambda_scale``), fitted on the trained
+    #: LeNet-300-100 (benchmarks/RESULTS.md, "One lambda across gates, every gate scaled")
+    unit_lambda_scale = 0.7
+    weight_lambda_scale = 2.2
+
     def __init__(self, n: int, *, init_drop_rate: float = 0.5) -> None:
         super().__init__(n)
         mean = keep_logit("hard_concrete", init_drop_rate)

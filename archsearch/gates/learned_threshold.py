@@ -39,6 +39,11 @@ class LearnedThresholdGate(Gate):
     ``after_optimizer_step`` rather than by a softplus, so tau starts at exactly 0.
     """
 
+    #: lambda factors without a target (``Gate.unit_lambda_scale``), fitted on the trained
+    #: LeNet-300-100 (benchmarks/RESULTS.md, "One lambda across gates, every gate scaled")
+    unit_lambda_scale = 0.3
+    weight_lambda_scale = 0.3
+
     needs_scores = True
     requires_warmup = True
     #: one threshold per layer must climb through the upper tail of the squared weights, many

@@ -35,10 +35,10 @@ class TrainableGate(Gate):
     The penalty is built on z itself, so it is the exact current cost of the subnetwork.
     """
 
-    #: measured: from the trained LeNet-300-100 (Fashion-MNIST, neurons, no target), lambda 1
-    #: closed all but 0.5% of the FLOPs where the other methods kept 13-38%; lambda 0.1, 7.5%
-    #: (docs/gates.md, "What each method adds to it")
-    unit_lambda_scale = 0.1
+    #: lambda factors without a target (``Gate.unit_lambda_scale``), fitted on the trained
+    #: LeNet-300-100 (benchmarks/RESULTS.md, "One lambda across gates, every gate scaled")
+    unit_lambda_scale = 0.03
+    weight_lambda_scale = 0.35
 
     def __init__(self, n: int, *, gradient_shape: str = "ste", sigmoid_scale: float = 4.0) -> None:
         super().__init__(n)

@@ -266,14 +266,15 @@ class GatedModel(nn.Module):
 
     def penalty_scale(self, targeted: bool) -> float:
         """The gate method's factor on lambda for this model's groups: for their number, and
-        without a target (``targeted`` False) for gating units rather than single weights."""
+        without a target (``targeted`` False) its own factor for units or single weights."""
         gates = self.gate_list
         if not gates:
             return 1.0
         method = type(gates[0])
         scale = method.penalty_scale(sum(g.n for g in gates))
-        if not targeted and all(group.kind != "weight" for group in self.groups):
-            scale *= method.unit_lambda_scale
+        if not targeted:
+            units = all(group.kind != "weight" for group in self.groups)
+            scale *= method.unit_lambda_scale if units else method.weight_lambda_scale
         return scale
 
     @property
