@@ -136,10 +136,7 @@ class GatedModel(nn.Module):
         masks = self.hard_masks(scores)
         for name, mask in masks.items():
             # no ``if not mask.any()``: a training step must not wait for the device to answer
-            strength = self.gate(name).strength(scores[name]).reshape(-1)
-            strongest = torch.zeros_like(mask).reshape(-1)
-            strongest[torch.argmax(strength)] = True
-            masks[name] = mask | (strongest.view_as(mask) & ~mask.any())
+            masks[name] = mask | self._strongest_if_none_open(name, mask, scores[name])
         return masks
 
     @torch.no_grad()
@@ -204,10 +201,16 @@ class GatedModel(nn.Module):
         on_host = values.device.type in HOST_READ_DEVICES
         if on_host and float(values.detach().max()) > 0:
             return None
+        return self._strongest_if_none_open(name, values.detach() > 0, scores).to(values.dtype)
+
+    def _strongest_if_none_open(
+        self, name: str, open_: torch.Tensor, scores: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Bool, shaped as ``open_``: True at the group's strongest element (``Gate.strength``)
+        when no element is open, else all False; computed on the device, without a read."""
         strength = self.gate(name).strength(scores).reshape(-1)
-        strongest = torch.arange(values.numel(), device=values.device) == torch.argmax(strength)
-        dead = values.detach().max() <= 0
-        return (strongest & dead).to(values.dtype).view_as(values)
+        strongest = torch.arange(strength.numel(), device=open_.device) == torch.argmax(strength)
+        return strongest.view_as(open_) & ~open_.any()
 
     def _attach_hooks(self) -> None:
         for group in self.groups:
