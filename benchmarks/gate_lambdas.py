@@ -1,7 +1,7 @@
 """Does one lambda mean the same for every gate? No target; gate x granularity x lambda.
 
 Usage: python benchmarks/gate_lambdas.py [--lambdas 0.1 1] [--granularities neuron weight]
-       [--workers 2] [--init reference] [--out FILE]
+       [--workers 2] [--init reference [--reference-dir DIR]] [--out FILE]
 Each cell is one `run_trial` on LeNet-300-100 / Fashion-MNIST (10 gated + 2 fine-tuning
 epochs) with the plain penalty `lambda * cost ratio`; the table gives the hardened FLOPs % and
 test accuracy per gate, one column per lambda. A search samples lambda on a log scale for
@@ -38,6 +38,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--init", choices=["scratch", "reference"], default="scratch")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--reference-dir",
+        type=Path,
+        help="with --init reference: keep the dense references here and reuse them next time",
+    )
     args = parser.parse_args()
     cells = [
         {
@@ -55,7 +60,7 @@ def main() -> None:
     context = get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker) as pool:
         if args.init == "reference":
-            start_from_reference(pool, cells, epochs=10, finetune=2)
+            start_from_reference(pool, cells, epochs=10, finetune=2, folder=args.reference_dir)
         rows = list(pool.map(run_cell, cells))
     args.out.write_text(json.dumps(rows, indent=1))
     header = " | ".join(f"lambda {value:g}: FLOPs % / test acc" for value in args.lambdas)

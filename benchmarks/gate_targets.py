@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/gate_targets.py --label after [--gates ...] [--granularities ...]
        [--targets 0.02 0.05 0.2] [--lambda 5] [--workers 2] [--baseline] [--init reference]
-       [--gate-inputs]
+       [--reference-dir DIR] [--gate-inputs]
 Each cell is one `run_trial` with `penalty.target` = T (the default 10 gated + 2 fine-tuning
 epochs): LeNet-300-100 for `weight` and `neuron`, LeNet-5-Caffe for `channel`. A cell passes
 when its hardened FLOPs ratio lies in [0.8 T, 1.25 T] and its test accuracy is at least the
@@ -99,26 +99,36 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 def _reference_weights(model: str, epochs: int, finetune: int, folder: Path) -> str:
     """The dense network a search's reference trains (same seed, ``epochs + finetune``
     epochs, no gates), saved where the cells' ``init_weights`` read it: what
-    ``init: {from: reference}`` hands every trial."""
+    ``init: {from: reference}`` hands every trial. One already in ``folder`` (a
+    ``--reference-dir`` of an earlier run with the same schedule) is used as it is."""
     from safetensors.torch import save_file
 
     from archsearch.config import TrialConfig
     from archsearch.trial import dense_reference
 
+    path = folder / f"{model}-{epochs}+{finetune}.safetensors"
+    if path.exists():
+        print(f"reference {model}: {path}", flush=True)
+        return str(path)
     _start_worker()
     config = TrialConfig(model=model, data="fashion_mnist", epochs=epochs, finetune_epochs=finetune)
     reference = dense_reference(config, data=_data(model))
-    path = folder / f"{model}.safetensors"
     save_file(reference.weights, str(path))
     print(f"reference {model}: test {reference.metrics['test_accuracy']:.4f}", flush=True)
     return str(path)
 
 
 def start_from_reference(
-    pool: Executor, cells: list[dict[str, Any]], epochs: int, finetune: int
+    pool: Executor,
+    cells: list[dict[str, Any]],
+    epochs: int,
+    finetune: int,
+    folder: Path | None = None,
 ) -> None:
-    """Train each cell's model's dense reference once in ``pool`` and point every cell at it."""
-    folder = Path(tempfile.mkdtemp(prefix="reference_"))
+    """Train each cell's model's dense reference once in ``pool`` (or take it from
+    ``folder``) and point every cell at it."""
+    folder = folder or Path(tempfile.mkdtemp(prefix="reference_"))
+    folder.mkdir(parents=True, exist_ok=True)
     models = {MODEL_OF[cell["granularity"]] for cell in cells}
     weights = {m: pool.submit(_reference_weights, m, epochs, finetune, folder) for m in models}
     for cell in cells:
@@ -211,6 +221,11 @@ def main() -> None:
         "--gate-inputs", action="store_true", help="neuron cells also gate the input features"
     )
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--reference-dir",
+        type=Path,
+        help="with --init reference: keep the dense references here and reuse them next time",
+    )
     args = parser.parse_args()
     stored = json.loads(args.out.read_text()) if args.out.exists() else {}
     cells = [
@@ -237,7 +252,7 @@ def main() -> None:
     context = get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker) as pool:
         if args.init == "reference":
-            start_from_reference(pool, cells, args.epochs, args.finetune_epochs)
+            start_from_reference(pool, cells, args.epochs, args.finetune_epochs, args.reference_dir)
         baseline_job = None
         if args.baseline:
             known = stored.get("baselines", {})

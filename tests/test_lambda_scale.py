@@ -44,6 +44,17 @@ def test_each_gate_owns_its_factors_and_a_target_takes_none(gate: str) -> None:
         assert method.unit_lambda_scale == method.weight_lambda_scale == 1.0
 
 
+@pytest.mark.parametrize("gate", list_gates())
+def test_a_units_gates_take_their_own_rate_where_the_method_sets_one(gate: str) -> None:
+    """learned_threshold's one threshold per layer passed every channel of a 20-channel
+    convolution within an epoch at the rate that single weights need (Gate.unit_lr_scale)."""
+    method = get_gate_info(gate).cls
+    assert _gated(gate, "weight").gate_lr_scale == method.lr_scale
+    assert _gated(gate, "neuron").gate_lr_scale == (method.unit_lr_scale or method.lr_scale)
+    if gate == "learned_threshold":
+        assert _gated(gate, "neuron").gate_lr_scale < _gated(gate, "weight").gate_lr_scale
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_data(TrialConfig(**TINY))

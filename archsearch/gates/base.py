@@ -40,8 +40,10 @@ class Gate(nn.Module, abc.ABC):
     #: on their own. A stochastic gate whose keep probabilities sink together sets it.
     polarisation: ClassVar[float] = 0.0
     #: Factor on ``gate_lr`` for this method's parameters, for methods whose parameters live
-    #: on a wider scale than the others' (learned thresholds).
+    #: on a wider scale than the others' (learned thresholds); ``unit_lr_scale``, where set,
+    #: replaces it when the groups are units (neurons, channels, input features).
     lr_scale: ClassVar[float] = 1.0
+    unit_lr_scale: ClassVar[float | None] = None
 
     #: Factors on lambda without a target, when the groups are units (neurons, channels,
     #: input features) and when they are single weights. A plain ``lambda * cost`` moves the

@@ -50,6 +50,10 @@ class LearnedThresholdGate(Gate):
     #: times their mean: at gate_lr 0.01 it stopped at 13% FLOPs when asked for 2%, at 0.1 at
     #: 4.3%; at 0.3 it reached 2.4%, at 3 it overshot to 0.5% (docs/gates.md)
     lr_scale = 30.0
+    #: a layer of units has a few dozen scores, not hundreds of thousands: at 30 times
+    #: gate_lr its threshold passed every channel of LeNet-5-Caffe's convolutions within the
+    #: first gated epoch (asked for 2%: 1.26%, the floor); at 3 times, 2.10% (docs/gates.md)
+    unit_lr_scale = 3.0
 
     def __init__(
         self, n: int, *, temperature_fraction: float = 0.1, final_fraction: float = 0.01

@@ -276,14 +276,24 @@ class GatedModel(nn.Module):
         method = type(gates[0])
         scale = method.penalty_scale(sum(g.n for g in gates))
         if not targeted:
-            units = all(group.kind != "weight" for group in self.groups)
-            scale *= method.unit_lambda_scale if units else method.weight_lambda_scale
+            scale *= method.unit_lambda_scale if self._units_only else method.weight_lambda_scale
         return scale
 
     @property
     def gate_lr_scale(self) -> float:
-        """The gate method's factor on ``gate_lr`` (``Gate.lr_scale``)."""
-        return max((g.lr_scale for g in self.gate_list), default=1.0)
+        """The gate method's factor on ``gate_lr``: ``Gate.unit_lr_scale`` when every group
+        is a unit and the method sets one, else ``Gate.lr_scale``."""
+        gates = self.gate_list
+        if not gates:
+            return 1.0
+        method = type(gates[0])
+        unit_scale = method.unit_lr_scale if self._units_only else None
+        return unit_scale or method.lr_scale
+
+    @property
+    def _units_only(self) -> bool:
+        """Whether every gated group is a unit (a neuron, channel or input feature)."""
+        return all(group.kind != "weight" for group in self.groups)
 
     @property
     def polarisation(self) -> float:
