@@ -270,11 +270,10 @@ class GatedModel(nn.Module):
     def penalty_scale(self, targeted: bool) -> float:
         """The gate method's factor on lambda for this model's groups: for their number, and
         without a target (``targeted`` False) its own factor for units or single weights."""
-        gates = self.gate_list
-        if not gates:
+        method = self._method
+        if method is None:
             return 1.0
-        method = type(gates[0])
-        scale = method.penalty_scale(sum(g.n for g in gates))
+        scale = method.penalty_scale(sum(g.n for g in self.gate_list))
         if not targeted:
             scale *= method.unit_lambda_scale if self._units_only else method.weight_lambda_scale
         return scale
@@ -283,12 +282,17 @@ class GatedModel(nn.Module):
     def gate_lr_scale(self) -> float:
         """The gate method's factor on ``gate_lr``: ``Gate.unit_lr_scale`` when every group
         is a unit and the method sets one, else ``Gate.lr_scale``."""
-        gates = self.gate_list
-        if not gates:
+        method = self._method
+        if method is None:
             return 1.0
-        method = type(gates[0])
         unit_scale = method.unit_lr_scale if self._units_only else None
         return unit_scale or method.lr_scale
+
+    @property
+    def _method(self) -> type[Gate] | None:
+        """The gate method every group uses (one per model), None when nothing is gated."""
+        gates = self.gate_list
+        return type(gates[0]) if gates else None
 
     @property
     def _units_only(self) -> bool:
