@@ -26,6 +26,11 @@ of 11-12 kept). So the rung compares like with like, an epsilon-net in log cost:
    steadier of the two signals.
 
 A result with a NaN or infinite value comes after every finite one, in recorded order.
+
+That measurement was on trials trained from scratch. From the dense reference (the default
+``init``) a trial has most of its cost drop behind it at a rung, and there plain sorting
+(``rank="nondominated"``: step 4 over every result, no bins) kept more of the final front in
+replays of whole searches' curves (``benchmarks/rung_rules.py``); both rules are offered.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ BIN_DECADES = 0.5
 
 #: (validation accuracy, cost ratio) of one trial at one rung
 RungResult = tuple[float, float]
+
+#: how a rung orders its results: ``cost_bins`` (the epsilon-net above) or ``nondominated``
+#: (plain non-dominated sorting of every result, ties as in step 4)
+RANKS: tuple[str, ...] = ("cost_bins", "nondominated")
 
 
 def rung_epochs(grace: int, eta: int, epochs: int) -> tuple[int, ...]:
@@ -74,9 +83,13 @@ def cost_bin(cost: float, bin_decades: float = BIN_DECADES) -> int:
     return math.floor(-math.log10(max(cost, COST_FLOOR)) / bin_decades + 1e-9)
 
 
-def rung_order(results: Mapping[str, RungResult], bin_decades: float = BIN_DECADES) -> list[str]:
-    """The trial ids of one rung's results, best first, by the rule in the module docstring.
-    ``results`` in recorded order (a dict keeps insertion order)."""
+def rung_order(
+    results: Mapping[str, RungResult],
+    bin_decades: float = BIN_DECADES,
+    rank: str = "cost_bins",
+) -> list[str]:
+    """The trial ids of one rung's results, best first, by the rule in the module docstring
+    (``rank`` names which). ``results`` in recorded order (a dict keeps insertion order)."""
     arrival = {trial_id: index for index, trial_id in enumerate(results)}
     finite = [t for t, (acc, cost) in results.items() if math.isfinite(acc + cost)]
     rest = [t for t, (acc, cost) in results.items() if not math.isfinite(acc + cost)]
@@ -84,6 +97,11 @@ def rung_order(results: Mapping[str, RungResult], bin_decades: float = BIN_DECAD
     def within_bin(trial_id: str) -> tuple[float, float, int]:
         accuracy, cost = results[trial_id]
         return (-accuracy, cost, arrival[trial_id])
+
+    if rank == "nondominated":
+        return _by_rank(finite, results, within_bin) + rest
+    if rank != "cost_bins":
+        raise ValueError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
 
     bins: dict[int, list[str]] = {}
     for trial_id in sorted(finite, key=within_bin):
@@ -109,10 +127,11 @@ def continues(
     trial_id: str,
     eta: int,
     bin_decades: float = BIN_DECADES,
+    rank: str = "cost_bins",
 ) -> bool:
     """Whether ``trial_id``, whose result is among ``results`` (everything recorded at its
     rung, itself included), ranks in the top ``ceil(n / eta)`` and goes on."""
     if trial_id not in results:
         raise KeyError(f"trial {trial_id} has no result recorded at this rung")
-    kept = rung_order(results, bin_decades)[: keep_count(len(results), eta)]
+    kept = rung_order(results, bin_decades, rank)[: keep_count(len(results), eta)]
     return trial_id in kept

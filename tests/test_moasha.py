@@ -83,6 +83,23 @@ def test_each_cost_bin_keeps_its_best_before_any_runner_up() -> None:
     assert [continues(results, t, eta=2) for t in results] == [True, False, True]
 
 
+def test_rank_nondominated_sorts_every_result_plainly_accuracy_breaking_ties() -> None:
+    """``scheduler.rank: nondominated``: no bins; the first non-dominated rank by accuracy,
+    then the next rank; a diverged result still last."""
+    results = {
+        "dear1": (0.90, 0.8),
+        "poor": (0.50, 0.9),
+        "dear2": (0.89, 0.7),
+        "cheap": (0.60, 0.05),
+        "nan": (math.nan, 0.01),
+    }
+    assert rung_order(results, rank="nondominated") == ["dear1", "dear2", "cheap", "poor", "nan"]
+    kept = [t for t in results if continues(results, t, eta=2, rank="nondominated")]
+    assert kept == ["dear1", "dear2", "cheap"]
+    with pytest.raises(ValueError, match="rank must be one of cost_bins, nondominated"):
+        rung_order(results, rank="crowding")
+
+
 def test_within_a_round_a_dominated_bin_best_comes_after() -> None:
     # the cheap bin's best is better *and* cheaper than the dear bin's best
     results = {"dear": (0.70, 0.9), "cheap": (0.85, 0.05), "cheap2": (0.80, 0.04)}
@@ -162,6 +179,10 @@ def test_a_rerun_after_a_resume_gets_its_first_decision() -> None:
         ({"name": "moasha", "grace_epochs": 2}, "scheduler.grace_epochs: expected grace_epochs x"),
         ({"name": "fifo", "eta": 3}, "scheduler.eta: applies to name: moasha only"),
         ({"name": "moasha", "eta": "3"}, "scheduler.eta: expected an integer, got str '3'"),
+        (
+            {"name": "moasha", "rank": "crowding"},
+            "scheduler.rank: expected one of: cost_bins, nondominated, got 'crowding'",
+        ),
     ],
 )
 def test_bad_scheduler_settings_are_one_line(tmp_path: Path, scheduler: dict, message: str) -> None:
@@ -180,6 +201,13 @@ def test_the_default_scheduler_is_fifo_and_moasha_is_recorded(tmp_path: Path) ->
     spec = _moasha_spec(tmp_path)
     assert (spec.scheduler.grace_epochs, spec.scheduler.eta) == (1, 3)
     assert spec.describe()["scheduler"] == "moasha"
+    assert "scheduler.rank" not in spec.describe()  # searches from before the key resume
+    train = {**TINY_SPACE["train"], "epochs": 3}
+    ranked = tiny_space(scheduler={"name": "moasha", "rank": "nondominated"}, train=train)
+    spec = load_spec(write_space(tmp_path, ranked))
+    assert spec.scheduler.rank == "nondominated"
+    assert spec.describe()["scheduler.rank"] == "nondominated"
+    assert MoashaScheduler.from_spec(spec).rank == "nondominated"
 
 
 # -- what Optuna is told -------------------------------------------------------------------

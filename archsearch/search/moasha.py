@@ -98,10 +98,18 @@ class MoashaScheduler(FIFOScheduler):
     # a decision per report, never on a batch of them: a rung is one exact epoch
     _supports_buffered_results = False
 
-    def __init__(self, grace_epochs: int, eta: int, epochs: int, bin_decades: float) -> None:
+    def __init__(
+        self,
+        grace_epochs: int,
+        eta: int,
+        epochs: int,
+        bin_decades: float,
+        rank: str = "cost_bins",
+    ) -> None:
         super().__init__()
         self.eta = eta
         self.bin_decades = bin_decades
+        self.rank = rank
         self.rungs = rung_epochs(grace_epochs, eta, epochs)
         self._own_book = RungBook()  # when no driver installed one (a scheduler on its own)
 
@@ -112,7 +120,7 @@ class MoashaScheduler(FIFOScheduler):
     @classmethod
     def from_spec(cls, spec: SearchSpec) -> MoashaScheduler:
         s = spec.scheduler
-        return cls(s.grace_epochs, s.eta, spec.base.epochs, s.bin_decades)
+        return cls(s.grace_epochs, s.eta, spec.base.epochs, s.bin_decades, s.rank)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         epoch = result.get(EPOCH_KEY)
@@ -127,7 +135,7 @@ class MoashaScheduler(FIFOScheduler):
                 else TrialScheduler.CONTINUE
             )
         at_rung[trial.trial_id] = (float(result["val_accuracy"]), float(result["hard_cost_ratio"]))
-        if continues(at_rung, trial.trial_id, self.eta, self.bin_decades):
+        if continues(at_rung, trial.trial_id, self.eta, self.bin_decades, self.rank):
             return TrialScheduler.CONTINUE
         book.stopped[trial.trial_id] = int(epoch)
         return TrialScheduler.STOP

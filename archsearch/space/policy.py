@@ -16,11 +16,17 @@ from typing import Any
 from archsearch.config import TrialConfig
 from archsearch.constraints import CONSTRAINABLE, Constraint
 from archsearch.durations import parse_duration
-from archsearch.rungs import rung_epochs
+from archsearch.rungs import RANKS, rung_epochs
 from archsearch.space.check import Check, show
 from archsearch.space.spec import SCHEDULERS, SchedulerSpec
 
-_SCHEDULER_KEYS = {"name": str, "grace_epochs": int, "eta": int, "bin_decades": float}
+_SCHEDULER_KEYS = {
+    "name": str,
+    "grace_epochs": int,
+    "eta": int,
+    "bin_decades": float,
+    "rank": str,
+}
 _BOUND_KEYS = {"min": float, "max": float}
 #: metrics that are shares in [0, 1]
 _FRACTIONS = ("val_accuracy", "flops_ratio", "params_ratio")
@@ -44,6 +50,8 @@ def read_scheduler(raw: Any, base: TrialConfig, check: Check) -> SchedulerSpec:
         check.fail("scheduler.eta", f"expected an integer >= 2, got {spec.eta}")
     if not spec.bin_decades > 0:
         check.fail("scheduler.bin_decades", f"expected a number > 0, got {spec.bin_decades}")
+    if spec.rank not in RANKS:
+        check.fail("scheduler.rank", f"expected one of: {', '.join(RANKS)}, got {spec.rank!r}")
     if not rung_epochs(spec.grace_epochs, spec.eta, base.epochs):
         check.fail(
             "scheduler.grace_epochs",
@@ -51,7 +59,7 @@ def read_scheduler(raw: Any, base: TrialConfig, check: Check) -> SchedulerSpec:
             f"({base.epochs}): a rung needs eta times its epochs after it, and with no rung "
             f"moasha would stop nothing",
         )
-    return SchedulerSpec(spec.name, spec.grace_epochs, spec.eta, float(spec.bin_decades))
+    return SchedulerSpec(spec.name, spec.grace_epochs, spec.eta, float(spec.bin_decades), spec.rank)
 
 
 def read_time_budget(raw: Any, check: Check) -> float | None:

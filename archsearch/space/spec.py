@@ -53,6 +53,8 @@ class SchedulerSpec:
     eta: int = 3
     #: the width of a cost bin at a rung, in decades of the hard-mask cost ratio
     bin_decades: float = BIN_DECADES
+    #: how a rung orders its results (``archsearch.rungs.RANKS``)
+    rank: str = "cost_bins"
 
     def describe(self) -> dict[str, Any]:
         """Nothing for the default, so searches started before there was a choice resume."""
@@ -63,6 +65,8 @@ class SchedulerSpec:
             "scheduler.grace_epochs": self.grace_epochs,
             "scheduler.eta": self.eta,
             "scheduler.bin_decades": self.bin_decades,
+            # only when not the first rule, so MOASHA searches started before it resume
+            **({"scheduler.rank": self.rank} if self.rank != "cost_bins" else {}),
         }
 
 

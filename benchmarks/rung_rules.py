@@ -1,0 +1,248 @@
+"""Which rung rule keeps the trials that end on the front (issue 9, item 2).
+
+Usage:
+  python benchmarks/rung_rules.py read --tracking-uri sqlite:///m.db --experiment NAME \
+      --out curves.json                      # once per FIFO search, appended to
+  python benchmarks/rung_rules.py table curves.json [--rungs 1 3] [--eta 3]
+
+A rung rule is judged on searches that stopped nothing (FIFO): there every trial's per-epoch
+curve runs to its end, so it is known which trials end on the final front. ``read`` keeps,
+for every trial that ran to its end, its gate, granularity and ``penalty.lambda``, its
+validation accuracy and hard-mask cost ratio after each gated epoch (the epoch reports
+MOASHA ranks), when it started, its final validation and test accuracy and FLOPs ratio, and
+whether it met the search's constraints.
+
+``table`` replays asynchronous successive halving on those curves with each rule of
+``RULES``: trials reach a rung in the order they started; at each rung a trial goes on when
+it ranks in the top ``ceil(n / eta)`` of the ``n`` results recorded there so far, itself
+included; a trial stopped at a rung is not recorded at later ones. Per rule and search:
+
+- ``front kept``: members of the final front (feasible trials, validation accuracy against
+  FLOPs ratio) that pass every rung, of all members;
+- ``kept``: trials that pass every rung, of all trials;
+- ``epochs trained``: the epochs the replay trains (a trial stopped at a rung trains that
+  many), as a share of those of running every trial to its end;
+- ``HV kept / all``: the yardstick (``search_efficiency.hypervolume_at``) of the trials that
+  pass, against that of every trial; ``structured`` the same over the structured trials.
+
+A replay does not see what stopping would have changed (the freed slots, the sampler's next
+proposals); it judges the rule alone, on the same trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from search_efficiency import hypervolume_at
+
+from archsearch.pareto import non_dominated
+from archsearch.rungs import RungResult, cost_bin, keep_count, rung_order
+
+#: a rule orders one rung's results (trial id -> (accuracy, cost)), best first, given every
+#: trial's record (for what the rule reads beyond the rung's two numbers)
+Rule = Callable[[Mapping[str, RungResult], Mapping[str, dict[str, Any]]], list[str]]
+
+
+def _nondominated_order(results: Mapping[str, RungResult], _trials: Any) -> list[str]:
+    """``scheduler.rank: nondominated``: plain non-dominated sorting on (accuracy now, cost
+    now), ties by accuracy."""
+    return rung_order(results, rank="nondominated")
+
+
+def _cost_bins(results: Mapping[str, RungResult], _trials: Any) -> list[str]:
+    """``scheduler.rank: cost_bins``: the epsilon-net in log cost now."""
+    return rung_order(results, rank="cost_bins")
+
+
+def _round_robin(results: Mapping[str, RungResult], key: Callable[[str], Any]) -> list[str]:
+    """Best accuracy first within each bin of ``key``; every bin's r-th before any (r+1)-th,
+    a round's picks by non-dominated rank on (accuracy, cost now), then accuracy."""
+    from archsearch.pareto import nondominated_ranks
+
+    arrival = {t: i for i, t in enumerate(results)}
+    bins: dict[Any, list[str]] = {}
+    for t in sorted(results, key=lambda t: (-results[t][0], results[t][1], arrival[t])):
+        bins.setdefault(key(t), []).append(t)
+    order: list[str] = []
+    for r in range(max((len(b) for b in bins.values()), default=0)):
+        picks = [b[r] for b in bins.values() if len(b) > r]
+        ranks = nondominated_ranks([results[t] for t in picks], ("max", "min"))
+        rank_of = dict(zip(picks, ranks, strict=True))
+        order += sorted(picks, key=lambda t: (rank_of[t], -results[t][0], arrival[t]))
+    return order
+
+
+def _lambda_bins(decades: float, by_granularity: bool) -> Rule:
+    """Bins of ``decades`` of the trial's lambda (and its granularity): a trial's lambda says
+    where its cost will end, which its cost at the rung does not yet."""
+
+    def order(results: Mapping[str, RungResult], trials: Mapping[str, dict[str, Any]]) -> list[str]:
+        def key(t: str) -> tuple:
+            lam = max(trials[t]["lambda"], 1e-12)
+            cell = math.floor(math.log10(lam) / decades)
+            return (cell, trials[t]["granularity"]) if by_granularity else (cell,)
+
+        return _round_robin(results, key)
+
+    return order
+
+
+def _nondominated_by_granularity(
+    results: Mapping[str, RungResult], trials: Mapping[str, dict[str, Any]]
+) -> list[str]:
+    """``nondominated`` within each granularity, the granularities' orders interleaved."""
+    strata: dict[str, list[str]] = {}
+    for t in rung_order(results, rank="nondominated"):
+        strata.setdefault(trials[t]["granularity"], []).append(t)
+    order: list[str] = []
+    for r in range(max((len(s) for s in strata.values()), default=0)):
+        order += [s[r] for s in strata.values() if len(s) > r]
+    return order
+
+
+def _cost_bins_by_granularity(
+    results: Mapping[str, RungResult], trials: Mapping[str, dict[str, Any]]
+) -> list[str]:
+    """The shipped log-cost bins, each granularity binned apart."""
+    return _round_robin(results, lambda t: (cost_bin(results[t][1]), trials[t]["granularity"]))
+
+
+RULES: dict[str, Rule] = {
+    "nondominated": _nondominated_order,
+    "cost_bins": _cost_bins,
+    "nondominated, each granularity in turn": _nondominated_by_granularity,
+    "log-cost bins x granularity": _cost_bins_by_granularity,
+    "lambda bins, 1 decade": _lambda_bins(1.0, False),
+    "lambda bins, 0.5 decade": _lambda_bins(0.5, False),
+    "lambda bins, 1 decade x granularity": _lambda_bins(1.0, True),
+}
+
+
+def replay(
+    trials: list[dict[str, Any]], rule: Rule, rungs: tuple[int, ...], eta: int
+) -> tuple[set[str], float]:
+    """The ids of the trials that pass every rung under ``rule``, and the share of the
+    epochs of running every trial to its end that the replay trains."""
+    by_id = {t["id"]: t for t in trials}
+    alive = [t["id"] for t in sorted(trials, key=lambda t: t["started"])]
+    spent = {t["id"]: t["epochs"] for t in trials}
+    for epoch in rungs:
+        recorded: dict[str, RungResult] = {}
+        survivors = []
+        for trial_id in alive:
+            curve = by_id[trial_id]["curve"]
+            if len(curve) < epoch:
+                survivors.append(trial_id)  # no report at this rung: it runs on
+                continue
+            recorded[trial_id] = tuple(curve[epoch - 1])
+            kept = rule(recorded, by_id)[: keep_count(len(recorded), eta)]
+            if trial_id in kept:
+                survivors.append(trial_id)
+            else:
+                spent[trial_id] = epoch
+        alive = survivors
+    return set(alive), sum(spent.values()) / max(1, sum(t["epochs"] for t in trials))
+
+
+def final_front(trials: list[dict[str, Any]]) -> set[str]:
+    feasible = [t for t in trials if t["feasible"]]
+    flags = non_dominated([[t["val_accuracy"], t["flops_ratio"]] for t in feasible], ["max", "min"])
+    return {t["id"] for t, on in zip(feasible, flags, strict=True) if on}
+
+
+def _volume(trials: list[dict[str, Any]]) -> float:
+    return hypervolume_at([{**t, "ended_s": 0.0} for t in trials if t["feasible"]], 0.0)
+
+
+def table(searches: list[dict[str, Any]], rungs: tuple[int, ...], eta: int) -> list[str]:
+    lines = [
+        "| rule | search | front kept | kept | epochs trained | HV kept / all "
+        "| structured HV kept / all |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, rule in RULES.items():
+        for search in searches:
+            trials = search["trials"]
+            structured = [t for t in trials if t["granularity"] != "weight"]
+            front, (kept, spent) = final_front(trials), replay(trials, rule, rungs, eta)
+            lines.append(
+                f"| {name} | {search['label']} | {len(front & kept)} / {len(front)} "
+                f"| {len(kept)} / {len(trials)} | {100 * spent:.0f}% "
+                f"| {_volume([t for t in trials if t['id'] in kept]):.3f} / {_volume(trials):.3f} "
+                f"| {_volume([t for t in structured if t['id'] in kept]):.3f} / "
+                f"{_volume(structured):.3f} |"
+            )
+    return lines
+
+
+def read(experiment: str, tracking_uri: str) -> list[dict[str, Any]]:
+    """Every trial of the search's latest run that ran to its end, with its curve."""
+    from archsearch.run_rows import row_from_run
+    from archsearch.tracking.endings import FINISHED, ending_of_run
+    from archsearch.tracking.store import child_runs, open_search
+
+    search = open_search(experiment, tracking_uri)
+    client, records = search.client, []
+    runs = child_runs(client, search.experiment_id, search.parent.info.run_id)
+    for run in runs:
+        ending = ending_of_run(run)
+        if run.info.status != "FINISHED" or "archsearch.stopped_at_epoch" in run.data.tags:
+            continue
+        row = row_from_run(run)
+        history = {
+            key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+            for key in ("epoch/val_accuracy", "epoch/hard_cost_ratio")
+        }
+        epochs = sorted(history["epoch/hard_cost_ratio"])  # gated epochs only
+        records.append(
+            {
+                "id": run.info.run_id,
+                "started": run.info.start_time,
+                "gate": row["gate"],
+                "granularity": row["granularity"],
+                "lambda": row["penalty.lambda"],
+                "epochs": len(history["epoch/val_accuracy"]),  # gated and fine-tuning
+                "curve": [
+                    [history["epoch/val_accuracy"][e], history["epoch/hard_cost_ratio"][e]]
+                    for e in epochs
+                ],
+                "val_accuracy": row["val_accuracy"],
+                "test_accuracy": row["test_accuracy"],
+                "flops_ratio": row["flops_ratio"],
+                "feasible": ending == FINISHED,
+            }
+        )
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    get = commands.add_parser("read", help="a FIFO search's trial curves, appended to --out")
+    get.add_argument("--tracking-uri", required=True)
+    get.add_argument("--experiment", required=True)
+    get.add_argument("--label", help="the search's name in the table (default: experiment)")
+    get.add_argument("--out", type=Path, required=True)
+    show = commands.add_parser("table", help="every rule replayed on every search read")
+    show.add_argument("curves", type=Path)
+    show.add_argument("--rungs", nargs="+", type=int, default=[1, 3])
+    show.add_argument("--eta", type=int, default=3)
+    args = parser.parse_args()
+    if args.command == "read":
+        searches = json.loads(args.out.read_text()) if args.out.exists() else []
+        trials = read(args.experiment, args.tracking_uri)
+        searches.append({"label": args.label or args.experiment, "trials": trials})
+        args.out.write_text(json.dumps(searches, indent=1) + "\n")
+        print(f"{len(trials)} trials read")
+        return
+    searches = json.loads(args.curves.read_text())
+    print("\n".join(table(searches, tuple(args.rungs), args.eta)))
+
+
+if __name__ == "__main__":
+    main()
