@@ -29,7 +29,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from archsearch.rungs import RungResult, continues, rung_epochs
+from archsearch.rungs import DEFAULT_RANK, RungResult, continues, rung_epochs
 from archsearch.search.reports import EPOCH_KEY
 from archsearch.space import SearchSpec
 
@@ -104,7 +104,7 @@ class MoashaScheduler(FIFOScheduler):
         eta: int,
         epochs: int,
         bin_decades: float,
-        rank: str = "cost_bins",
+        rank: str = DEFAULT_RANK,
     ) -> None:
         super().__init__()
         self.eta = eta

@@ -18,7 +18,7 @@ from archsearch.constraints import Constraint, describe_constraints
 from archsearch.errors import ConfigError
 from archsearch.gates import list_gates
 from archsearch.pareto import OBJECTIVES
-from archsearch.rungs import BIN_DECADES
+from archsearch.rungs import BIN_DECADES, DEFAULT_RANK
 
 
 class SpaceError(ConfigError):
@@ -54,7 +54,7 @@ class SchedulerSpec:
     #: the width of a cost bin at a rung, in decades of the hard-mask cost ratio
     bin_decades: float = BIN_DECADES
     #: how a rung orders its results (``archsearch.rungs.RANKS``)
-    rank: str = "cost_bins"
+    rank: str = DEFAULT_RANK
 
     def describe(self) -> dict[str, Any]:
         """Nothing for the default, so searches started before there was a choice resume."""
@@ -65,7 +65,8 @@ class SchedulerSpec:
             "scheduler.grace_epochs": self.grace_epochs,
             "scheduler.eta": self.eta,
             "scheduler.bin_decades": self.bin_decades,
-            # only when not the first rule, so MOASHA searches started before it resume
+            # only when not the rule of MOASHA searches started before the key existed, so
+            # their files resume with rank: cost_bins added
             **({"scheduler.rank": self.rank} if self.rank != "cost_bins" else {}),
         }
 
