@@ -40,7 +40,7 @@ from typing import Any
 
 from search_efficiency import hypervolume_at
 
-from archsearch.pareto import non_dominated
+from archsearch.pareto import non_dominated, nondominated_ranks
 from archsearch.rungs import RungResult, cost_bin, keep_count, rung_order
 
 #: a rule orders one rung's results (trial id -> (accuracy, cost)), best first, given every
@@ -62,8 +62,6 @@ def _cost_bins(results: Mapping[str, RungResult], _trials: Any) -> list[str]:
 def _round_robin(results: Mapping[str, RungResult], key: Callable[[str], Any]) -> list[str]:
     """Best accuracy first within each bin of ``key``; every bin's r-th before any (r+1)-th,
     a round's picks by non-dominated rank on (accuracy, cost now), then accuracy."""
-    from archsearch.pareto import nondominated_ranks
-
     arrival = {t: i for i, t in enumerate(results)}
     bins: dict[Any, list[str]] = {}
     for t in sorted(results, key=lambda t: (-results[t][0], results[t][1], arrival[t])):
@@ -156,6 +154,7 @@ def final_front(trials: list[dict[str, Any]]) -> set[str]:
 
 
 def _volume(trials: list[dict[str, Any]]) -> float:
+    # the curves carry no end times: every feasible trial counts as ended
     return hypervolume_at([{**t, "ended_s": 0.0} for t in trials if t["feasible"]], 0.0)
 
 
@@ -183,7 +182,7 @@ def table(searches: list[dict[str, Any]], rungs: tuple[int, ...], eta: int) -> l
 def read(experiment: str, tracking_uri: str) -> list[dict[str, Any]]:
     """Every trial of the search's latest run that ran to its end, with its curve."""
     from archsearch.run_rows import row_from_run
-    from archsearch.tracking.endings import FINISHED, ending_of_run
+    from archsearch.tracking.endings import FINISHED, INFEASIBLE, ending_of_run
     from archsearch.tracking.store import child_runs, open_search
 
     search = open_search(experiment, tracking_uri)
@@ -191,7 +190,7 @@ def read(experiment: str, tracking_uri: str) -> list[dict[str, Any]]:
     runs = child_runs(client, search.experiment_id, search.parent.info.run_id)
     for run in runs:
         ending = ending_of_run(run)
-        if run.info.status != "FINISHED" or "archsearch.stopped_at_epoch" in run.data.tags:
+        if ending not in (FINISHED, INFEASIBLE):  # stopped, failed or running: no end
             continue
         row = row_from_run(run)
         history = {
