@@ -193,7 +193,8 @@ def test_a_search_trains_its_reference_once_beside_the_trials_and_shows_it(
     done = run_cli_subprocess(tmp_path, "search", "space.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("training the dense reference (2 + 0 epochs") == 1
-    assert "beside the trials" in done.stderr
+    # beside the trials it holds one trial's slot, as a trial would
+    assert "no gates; 1 CPU / 0 GPU as a Ray task, beside the trials" in done.stderr
 
     client, parent, children, trials = _store(tmp_path, "with-ref")
     # on the parent run, once; no child run of its own, so never a trial nor on the front
@@ -238,7 +239,8 @@ def test_trials_from_the_reference_start_from_its_weights(tmp_path: Path) -> Non
     done = run_cli_subprocess(tmp_path, "search", "space.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     err = done.stderr
-    assert "before the first trial (init.from: reference)" in err
+    # the trials wait for it, so it trains on both of their slots' CPUs, not one
+    assert "2 CPU / 0 GPU as a Ray task, before the first trial (init.from: reference)" in err
     assert err.index("dense reference (trained here") < err.index("[1/2 done")
 
     client, parent, _, trials = _store(tmp_path, "from-ref")

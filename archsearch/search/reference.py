@@ -3,7 +3,8 @@
 A search without ``init.weights`` trains the dense network once: no gates, the trials' own
 settings and schedule (``trial.dense_reference``: ``epochs`` + ``finetune_epochs``, same seed,
 same data split); one with them measures the loaded network. Either way it is a Ray task with
-a trial's resources, so on a cluster it runs on a node that has the data. With ``init:
+a trial's resources (the CPUs of every trial slot when the trials wait for it), so on a
+cluster it runs on a node that has the data. With ``init:
 {from: reference}`` (the default where one is trained) the trials wait for it; otherwise it
 runs beside them, taking one trial's place while it lasts (a search of N trials at
 concurrency c takes about 1/c of a trial longer, not a whole trial). ``reference: {train:
@@ -78,6 +79,19 @@ def start_reference(
     return dataclasses.replace(spec, base=dataclasses.replace(spec.base, init_weights=weights))
 
 
+def reference_cpus(spec: SearchSpec) -> float:
+    """A trial's CPUs, or, when the trials wait for the reference (``init: {from:
+    reference}``), every trial slot's on one node (as many as the widest node with the
+    trial's GPUs has): those slots would idle while it trains. On 2 cores 2 threads took
+    the LeNet-300-100 reference from 13.1 to 8.9 s (benchmarks/RESULTS.md, "The reference
+    on the idle slots")."""
+    if spec.init_from != "reference":
+        return spec.cpu
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    widest = max((r.get("CPU", 0) for r in nodes if r.get("GPU", 0) >= spec.gpu), default=0)
+    return max(spec.cpu, min(spec.cpu * spec.concurrency, widest))
+
+
 class ReferenceJob:
     """The reference as one Ray task; ``watch`` logs it from a thread of the driver when it
     ends, ``end`` (called by the tracker's ``finish``) waits for it or cancels it."""
@@ -89,13 +103,14 @@ class ReferenceJob:
         # the function of ``trial`` itself: a worker unpickling it imports no Tune or MLflow.
         # Measuring loaded weights takes seconds: it holds no trial's CPU (as when the driver
         # measured them), so the trials are placed as they would be without it.
+        self.cpus = 0 if spec.base.init_weights else reference_cpus(spec)
         task = ray.remote(
-            num_cpus=0 if spec.base.init_weights else spec.cpu,
+            num_cpus=self.cpus,
             num_gpus=spec.gpu,
             max_retries=spec.retries,  # a lost node or worker; its own error is final
         )(dense_reference)
-        self.ref = task.remote(spec.base, threads=max(1, int(spec.cpu)))
-        emit(_starting_line(spec))
+        self.ref = task.remote(spec.base, threads=max(1, int(self.cpus)))
+        emit(_starting_line(spec, self.cpus))
 
     def result(self) -> DenseReference | None:
         """The task's result once it ends; None when it was stopped first (``end(False)``,
@@ -195,10 +210,10 @@ def _weights_file(tracker: SearchTracker, experiment_path: Path) -> str:
     return str(path)
 
 
-def _starting_line(spec: SearchSpec) -> str:
+def _starting_line(spec: SearchSpec, cpus: float) -> str:
     if spec.base.init_weights:
         return f"measuring the dense network loaded from {spec.base.init_weights} ..."
-    where = f"{spec.cpu:g} CPU / {spec.gpu:g} GPU as a Ray task"
+    where = f"{cpus:g} CPU / {spec.gpu:g} GPU as a Ray task"
     epochs = f"{spec.base.epochs} + {spec.base.finetune_epochs} epochs, no gates"
     when = (
         "before the first trial (init.from: reference)"
