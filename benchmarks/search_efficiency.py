@@ -3,6 +3,8 @@
 Usage:
   python benchmarks/search_efficiency.py run --arms A B C D --seeds 0 1 --budget 12m \
       --out benchmarks/search_efficiency.json        # one arm at a time, never in parallel
+  python benchmarks/search_efficiency.py cut front_quality.json --seed 0 --store COPY.db \
+      --out benchmarks/search_efficiency.json        # arm S: a 30-minute search's first 12
   python benchmarks/search_efficiency.py table benchmarks/search_efficiency.json \
       [--baselines benchmarks/magnitude_levels.json] [--plot benchmarks/search_efficiency.png]
 
@@ -23,6 +25,9 @@ its time budget:
   sorting at the rungs, which ``rung_rules.py`` measured to keep more of the final front than
   the cost bins of B, D and G on trials that start from the reference)
 - N: M with ``rank: cost_bins`` (the rung rule of B, D and G)
+- P: M on the code that ranks a trial at a rung against its own stratum only (the file's
+  ``sampler.stratify: granularity``); M ran before that, when every trial was ranked against
+  all
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -82,6 +87,12 @@ ARMS: dict[str, dict[str, Any]] = {
     },
     "M": {
         "label": "the shipped file with MOASHA, rank: nondominated",
+        "scheduler": {**MOASHA, "rank": "nondominated"},
+        "shipped": True,
+        "versus": "S",
+    },
+    "P": {
+        "label": "the shipped file with MOASHA, each stratum ranked apart",
         "scheduler": {**MOASHA, "rank": "nondominated"},
         "shipped": True,
         "versus": "S",
@@ -157,6 +168,42 @@ def trial_records(name: str, uri: str) -> list[dict[str, Any]]:
     }
     keys = ("gate", "granularity", "val_accuracy", "test_accuracy", "flops_ratio")
     return [{"ended_s": ended[row["run_id"]], **{k: row[k] for k in keys}} for row in rows]
+
+
+def endings_by(name: str, uri: str, seconds: float) -> dict[str, int]:
+    """How many trials of a search had ended each way by ``seconds`` after its parent run
+    started (``tracking.endings``; "finished" counts the infeasible too, as a search's outcome
+    does)."""
+    from archsearch.tracking.endings import FAILED, FINISHED, INFEASIBLE, STOPPED, ending_of_run
+    from archsearch.tracking.store import child_runs, open_search
+
+    search = open_search(name, uri)
+    start = search.parent.info.start_time
+    counts = {FINISHED: 0, STOPPED: 0, FAILED: 0}
+    for run in child_runs(search.client, search.experiment_id, search.parent.info.run_id):
+        ending = ending_of_run(run)
+        if ending is not None and (run.info.end_time - start) / 1000 <= seconds:
+            counts[FINISHED if ending == INFEASIBLE else ending] += 1
+    return counts
+
+
+def cut_arm(quality: dict[str, Any], store: Path, minutes: float) -> dict[str, Any]:
+    """Arm S from the first ``minutes`` of a longer search of the same file (a
+    ``front_quality.py run`` record and a copy of its store): what a search with that budget
+    would have computed, since the budget only stops it, and one long run gives both
+    figures."""
+    seconds = 60 * minutes
+    counts = endings_by(
+        f"quality-{quality['space']}-{quality['seed']}", f"sqlite:///{store}", seconds
+    )
+    return {
+        "arm": "S",
+        "seed": quality["seed"],
+        "budget": f"{minutes:g}m",
+        "label": ARMS["S"]["label"],
+        **{key: counts[key] for key in ("finished", "stopped", "failed")},
+        "trials": [t for t in quality["trials"] if t["ended_s"] <= seconds],
+    }
 
 
 def hypervolume_at(trials: list[dict[str, Any]], seconds: float) -> float:
@@ -263,6 +310,14 @@ def main() -> None:
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     run.add_argument("--budget", default="12m")
     run.add_argument("--out", type=Path, required=True, help="JSON file, appended to")
+    cut = commands.add_parser(
+        "cut", help="arm S from the first minutes of a front_quality.py search and its store"
+    )
+    cut.add_argument("quality", type=Path, help="front_quality.py run's JSON")
+    cut.add_argument("--seed", type=int, required=True, help="its last record of this seed")
+    cut.add_argument("--store", type=Path, required=True, help="a copy of that search's store")
+    cut.add_argument("--minutes", type=float, default=12)
+    cut.add_argument("--out", type=Path, required=True, help="JSON file, appended to")
     show = commands.add_parser("table", help="the tables (and plot) from a run's JSON")
     show.add_argument("results", type=Path)
     show.add_argument("--baselines", type=Path, help="magnitude_baseline.py --json output")
@@ -276,6 +331,12 @@ def main() -> None:
                 with tempfile.TemporaryDirectory(prefix=f"efficiency-{arm}-{seed}-") as tmp:
                     results.append(run_arm(arm, seed, args.budget, Path(tmp)))
                 args.out.write_text(json.dumps(results, indent=1) + "\n")  # after every arm
+        return
+    if args.command == "cut":
+        quality = [r for r in json.loads(args.quality.read_text()) if r["seed"] == args.seed]
+        results = json.loads(args.out.read_text()) if args.out.exists() else []
+        results.append(cut_arm(quality[-1], args.store, args.minutes))
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
         return
     results = json.loads(args.results.read_text())
     baselines = json.loads(args.baselines.read_text()) if args.baselines else []

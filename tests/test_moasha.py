@@ -175,6 +175,40 @@ def test_a_rerun_after_a_resume_gets_its_first_decision() -> None:
     assert scheduler.book.recorded[1] == {"a": (0.9, 0.5), "b": (0.5, 0.5)}
 
 
+def test_with_strata_a_trial_is_ranked_against_its_own_stratum_only() -> None:
+    """One sampler per granularity exists so the structured front is searched as hard as the
+    weight-sparse one; a rung that ranked a neuron trial against weight trials, which
+    dominate it at equal cost, would stop nearly every one of them."""
+    scheduler = MoashaScheduler(1, 3, 10, 0.5, "nondominated", stratify="granularity")
+
+    def report(trial_id: str, granularity: str, acc: float, cost: float) -> str:
+        trial = SimpleNamespace(trial_id=trial_id, config={"granularity": granularity})
+        result = {EPOCH_KEY: 1, "val_accuracy": acc, "hard_cost_ratio": cost}
+        return scheduler.on_trial_result(None, trial, result)
+
+    assert report("w1", "weight", 0.9, 0.1) == "CONTINUE"
+    assert report("w2", "weight", 0.8, 0.2) == "STOP"
+    # dominated by both weight trials, but the first of its stratum: it goes on
+    assert report("n1", "neuron", 0.7, 0.3) == "CONTINUE"
+    assert report("n2", "neuron", 0.6, 0.4) == "STOP"
+    assert report("w3", "weight", 0.85, 0.15) == "STOP"  # 3 weight results: 1 place, w1's
+
+    book = RungBook()
+    book.set_state(pickle.loads(pickle.dumps(scheduler.book.state())))
+    assert book.strata == {
+        "w1": "weight",
+        "w2": "weight",
+        "n1": "neuron",
+        "n2": "neuron",
+        "w3": "weight",
+    }
+    assert list(book.peers(1, "neuron")) == ["n1", "n2"]
+    # a book saved before strata were kept: its trials are every stratum's peers
+    old = {k: v for k, v in scheduler.book.state().items() if k != "strata"}
+    book.set_state(old)
+    assert list(book.peers(1, "neuron")) == ["w1", "w2", "n1", "n2", "w3"]
+
+
 # -- the space file ------------------------------------------------------------------------
 
 

@@ -297,7 +297,8 @@ def _policy_lines(spec: SearchSpec, budget: TimeBudget) -> list[str]:
     if spec.scheduler.name == "moasha":
         s = spec.scheduler
         rungs = ", ".join(map(str, MoashaScheduler.from_spec(spec).rungs))
-        lines.append(f"scheduler: moasha (eta {s.eta}), rungs at gated epochs {rungs}")
+        apart = f", each {spec.stratify} ranked apart" if spec.stratify else ""
+        lines.append(f"scheduler: moasha (eta {s.eta}), rungs at gated epochs {rungs}{apart}")
     if budget.seconds is not None:
         lines.append(f"time budget: {format_duration(budget.seconds)} from the start")
     if spec.constraints:
