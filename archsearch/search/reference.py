@@ -82,9 +82,9 @@ def start_reference(
 def reference_cpus(spec: SearchSpec) -> float:
     """A trial's CPUs, or, when the trials wait for the reference (``init: {from:
     reference}``), every trial slot's on one node (as many as the widest node with the
-    trial's GPUs has): those slots would idle while it trains. On 2 cores 2 threads took
-    the LeNet-300-100 reference from 13.1 to 8.9 s (benchmarks/RESULTS.md, "The reference
-    on the idle slots")."""
+    trial's GPUs has): those slots would idle while it trains. On 2 cores, trained alone,
+    2 threads took the LeNet-300-100 reference from 13.1 to 8.9 s; in a whole search it
+    took 18 s (benchmarks/RESULTS.md, "The reference on the idle slots")."""
     if spec.init_from != "reference":
         return spec.cpu
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
