@@ -139,9 +139,14 @@ def _require_listening(address: str) -> None:
         ) from None
 
 
+def node_resources() -> list[dict[str, float]]:
+    """Each live node's resources (``CPU``, ``GPU``, ...), as Ray's state API lists them."""
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
 def require_resources(spec: SearchSpec) -> None:
     """A trial asking for more than any node has would wait forever; say so now."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes = node_resources()
     if any(r.get("CPU", 0) >= spec.cpu and r.get("GPU", 0) >= spec.gpu for r in nodes):
         return
     have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes)

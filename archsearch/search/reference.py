@@ -39,6 +39,7 @@ from archsearch.errors import ArchSearchError, first_line
 from archsearch.pareto import format_reference
 from archsearch.search.budget import TimeBudget
 from archsearch.search.callbacks import ProgressFn
+from archsearch.search.cluster import node_resources
 from archsearch.space import SearchSpec
 from archsearch.tracking import SearchTracker, download_artifact
 from archsearch.tracking.rows import REFERENCE_WEIGHTS
@@ -87,7 +88,7 @@ def reference_cpus(spec: SearchSpec) -> float:
     took 18 s (benchmarks/RESULTS.md, "The reference on the idle slots")."""
     if spec.init_from != "reference":
         return spec.cpu
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes = node_resources()
     widest = max((r.get("CPU", 0) for r in nodes if r.get("GPU", 0) >= spec.gpu), default=0)
     return max(spec.cpu, min(spec.cpu * spec.concurrency, widest))
 
