@@ -155,6 +155,33 @@ def front_hypervolume(rows: Sequence[Mapping[str, Any]], objectives: Mapping[str
     return dominated_volume(points, [1.0] * len(objectives))
 
 
+def box_point(
+    accuracy: float, cost_ratio: float, accuracy_floor: float | None = None
+) -> tuple[float, float]:
+    """(accuracy, cost ratio) as a point in the unit box, both coordinates minimised: what
+    ``front_hypervolume`` measures a two-objective row as. ``accuracy_floor`` raises the box's
+    bottom from chance (a search whose constraint keeps anything less off its front)."""
+    bottom = max(YARDSTICK.accuracy[0], accuracy_floor or YARDSTICK.accuracy[0])
+    return 1.0 - _unit(accuracy, (bottom, YARDSTICK.accuracy[1])), _log_cost(cost_ratio)
+
+
+def exclusive_shares(
+    points: Sequence[tuple[float, float]], accuracy_floor: float | None = None
+) -> list[float]:
+    """For each (accuracy, cost ratio), the share of the box that it alone dominates among
+    ``points``: what the yardstick loses if it goes. A duplicate or dominated point, or one
+    outside the box (at or below chance or ``accuracy_floor``, at the dense cost), has 0; a
+    non-finite one too."""
+    boxed = [
+        box_point(a, c, accuracy_floor) if math.isfinite(a + c) else (1.0, 1.0) for a, c in points
+    ]
+    whole = dominated_volume(boxed, (1.0, 1.0))
+    return [
+        max(0.0, whole - dominated_volume(boxed[:i] + boxed[i + 1 :], (1.0, 1.0)))
+        for i in range(len(boxed))
+    ]
+
+
 def _log_cost(ratio: float) -> float:
     """0 at a thousandth of the dense cost or less (a ratio of 0 included), 1 at the dense cost
     or more."""

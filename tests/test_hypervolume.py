@@ -15,6 +15,7 @@ from archsearch.hypervolume import (
     LOG10_COST_RANGE,
     YARDSTICK,
     dominated_volume,
+    exclusive_shares,
     front_hypervolume,
     normalised_point,
 )
@@ -222,6 +223,25 @@ def test_points_outside_the_reference_or_not_finite_add_nothing() -> None:
     assert dominated_volume(inside + outside, reference) == pytest.approx(0.125)
     assert dominated_volume(outside, reference) == 0.0
     assert dominated_volume([], reference) == 0.0
+
+
+def test_a_points_exclusive_share_is_what_the_yardstick_loses_without_it() -> None:
+    rows = [
+        {"val_accuracy": 0.9, "flops_ratio": 0.5},
+        {"val_accuracy": 0.85, "flops_ratio": 0.05},
+        {"val_accuracy": 0.7, "flops_ratio": 0.001},
+        {"val_accuracy": 0.6, "flops_ratio": 0.2},  # beaten by the second
+    ]
+    points = [(r["val_accuracy"], r["flops_ratio"]) for r in rows]
+    whole = front_hypervolume(rows, ACC_FLOPS)
+    shares = exclusive_shares(points)
+    for index, share in enumerate(shares):
+        others = rows[:index] + rows[index + 1 :]
+        assert share == pytest.approx(whole - front_hypervolume(others, ACC_FLOPS))
+    assert shares[3] == 0.0
+    # a twin holds nothing alone; chance accuracy or a diverged result holds nothing at all
+    assert exclusive_shares([(0.8, 0.1), (0.8, 0.1)]) == [0.0, 0.0]
+    assert exclusive_shares([(0.1, 0.01), (math.nan, 0.01)]) == [0.0, 0.0]
 
 
 def test_a_mismatched_point_or_reference_is_refused() -> None:

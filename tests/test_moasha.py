@@ -103,8 +103,67 @@ def test_rank_nondominated_sorts_every_result_plainly_accuracy_breaking_ties() -
     assert rung_order(results, rank="nondominated") == ["dear1", "dear2", "cheap", "poor", "nan"]
     kept = [t for t in results if continues(results, t, eta=2, rank="nondominated")]
     assert kept == ["dear1", "dear2", "cheap"]
-    with pytest.raises(ValueError, match="rank must be one of cost_bins, nondominated"):
+    with pytest.raises(ValueError, match="rank must be one of cost_bins, nondominated, hyperv"):
         rung_order(results, rank="crowding")
+
+
+def test_rank_hypervolume_lets_a_ranks_cheap_end_go_on_before_its_crowded_dear_end() -> None:
+    """``scheduler.rank: hypervolume``: the same ranks, but inside one the result that alone
+    holds most of the yardstick's box comes first. Plain sorting keeps the two near-equal
+    dear trials and stops the only trial near a thousandth of the FLOPs, the front's cheap
+    end; this rule keeps that one and the middle, and one of the two dear ones."""
+    results = {
+        "dear1": (0.90, 0.50),
+        "dear2": (0.89, 0.45),
+        "poor": (0.50, 0.60),
+        "mid": (0.86, 0.10),
+        "cheap": (0.80, 0.002),
+        "nan": (math.nan, 0.01),
+    }
+    assert [t for t in results if continues(results, t, eta=2, rank="nondominated")] == [
+        "dear1",
+        "dear2",
+        "mid",
+    ]
+    assert rung_order(results, rank="hypervolume") == [
+        "cheap",
+        "mid",
+        "dear1",
+        "dear2",
+        "poor",
+        "nan",
+    ]
+    kept = [t for t in results if continues(results, t, eta=2, rank="hypervolume")]
+    assert kept == ["dear1", "mid", "cheap"]
+    # one result; or results that hold nothing of the box (below chance): by accuracy
+    assert rung_order({"only": (0.5, 0.5)}, rank="hypervolume") == ["only"]
+    chance = {"a": (0.05, 0.5), "b": (0.08, 0.9)}
+    assert rung_order(chance, rank="hypervolume") == ["b", "a"]
+
+
+def test_under_an_accuracy_constraint_a_result_below_it_holds_no_share(tmp_path: Path) -> None:
+    """A search with ``val_accuracy >= 0.8`` never puts a trial below it on its front, so at
+    a rung such a result's share of the box is nothing, however cheap it is: the cheapest
+    feasible result is the rank's cheap end instead."""
+    results = {
+        "dear": (0.90, 0.50),
+        "mid": (0.86, 0.10),
+        "collapsing": (0.70, 0.001),
+        "cheap": (0.84, 0.003),
+    }
+    assert rung_order(results, rank="hypervolume")[0] == "collapsing"
+    floored = rung_order(results, rank="hypervolume", accuracy_floor=0.8)
+    assert floored[0] == "cheap" and floored[-1] == "collapsing"
+    assert not continues(results, "collapsing", eta=2, rank="hypervolume", accuracy_floor=0.8)
+    # the scheduler takes the floor from the space file's constraint
+    train = {**TINY_SPACE["train"], "epochs": 3}
+    raw = tiny_space(
+        scheduler={"name": "moasha", "rank": "hypervolume"},
+        train=train,
+        constraints={"val_accuracy": {"min": 0.8}, "flops_ratio": {"max": 0.5}},
+    )
+    assert MoashaScheduler.from_spec(load_spec(write_space(tmp_path, raw))).accuracy_floor == 0.8
+    assert MoashaScheduler.from_spec(_moasha_spec(tmp_path)).accuracy_floor is None
 
 
 def test_within_a_round_a_dominated_bin_best_comes_after() -> None:
@@ -222,7 +281,7 @@ def test_with_strata_a_trial_is_ranked_against_its_own_stratum_only() -> None:
         ({"name": "moasha", "eta": "3"}, "scheduler.eta: expected an integer, got str '3'"),
         (
             {"name": "moasha", "rank": "crowding"},
-            "scheduler.rank: expected one of: cost_bins, nondominated, got 'crowding'",
+            "scheduler.rank: expected one of: cost_bins, nondominated, hypervolume, got 'crowding'",
         ),
     ],
 )
@@ -242,11 +301,11 @@ def test_the_default_scheduler_is_fifo_and_moasha_is_recorded(tmp_path: Path) ->
     spec = _moasha_spec(tmp_path)
     assert (spec.scheduler.grace_epochs, spec.scheduler.eta) == (1, 3)
     assert spec.describe()["scheduler"] == "moasha"
-    # nondominated sorting by default; a search started before the key existed ranked by cost
-    # bins and resumes with ``rank: cost_bins`` in its file (the key is left out of the
-    # fingerprint for that rule)
-    assert spec.scheduler.rank == "nondominated" == MoashaScheduler.from_spec(spec).rank
-    assert spec.describe()["scheduler.rank"] == "nondominated"
+    # ties within a rank by share of the box by default; a search started before the key
+    # existed ranked by cost bins and resumes with ``rank: cost_bins`` in its file (the key is
+    # left out of the fingerprint for that rule)
+    assert spec.scheduler.rank == "hypervolume" == MoashaScheduler.from_spec(spec).rank
+    assert spec.describe()["scheduler.rank"] == "hypervolume"
     train = {**TINY_SPACE["train"], "epochs": 3}
     binned = tiny_space(scheduler={"name": "moasha", "rank": "cost_bins"}, train=train)
     spec = load_spec(write_space(tmp_path, binned))

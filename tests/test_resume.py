@@ -119,3 +119,31 @@ def test_resume_refuses_a_changed_search(tmp_path: Path, monkeypatch, capsys) ->
     assert "--trials 8 differs from the 4 this search started with" in capsys.readouterr().err
     assert main(["search", "space.yaml", "--resume"]) == 2
     assert "space.yaml changed since the search started" in capsys.readouterr().err
+
+
+def test_a_search_started_on_an_earlier_default_rank_says_which_to_add(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """MOASHA's default rung order changed (nondominated, then hypervolume): a file left as it
+    was is not a changed search, and the error names the one line that resumes it."""
+    from archsearch.cli import main
+    from archsearch.search.resume import fingerprint
+    from archsearch.space import load_spec
+
+    monkeypatch.chdir(tmp_path)
+    train = {**SPACE["train"], "epochs": 3}
+    then = {**SPACE, "train": train, "scheduler": {"name": "moasha", "rank": "nondominated"}}
+    started = fingerprint(load_spec(write_space(tmp_path, then)))
+    write_space(tmp_path, {**then, "scheduler": {"name": "moasha"}})
+    state = tmp_path / "ray_results" / "resumable"
+    state.mkdir(parents=True)
+    (state / "tuner.pkl").write_bytes(b"")
+    settings = {"trials": TRIALS, "concurrency": 2, "seed": 0, "tracking_uri": "sqlite:///x.db"}
+    (state / "archsearch.json").write_text(
+        json.dumps({**settings, "fingerprint": started, "space_file": "space.yaml"})
+    )
+    assert main(["search", "space.yaml", "--resume"]) == 2
+    assert (
+        "this search started when MOASHA's default rank was nondominated; add rank: "
+        "nondominated to its scheduler" in capsys.readouterr().err
+    )

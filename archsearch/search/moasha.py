@@ -5,8 +5,8 @@ cost ratio of the current hard masks (min), from the trials' epoch reports (``re
 When a trial reaches a rung (``grace_epochs * eta**k`` gated epochs, below ``train.epochs``)
 its result is recorded there and it goes on only if it ranks in the top ``ceil(n / eta)`` of
 the ``n`` results recorded at that rung; the rule and its tie-break are ``archsearch.rungs``'s
-(an epsilon-net in log cost, because a trial's cost is still falling at a rung). Everything
-else runs as FIFO.
+(non-dominated rank, ties by each result's share of the yardstick's box above the search's
+accuracy constraint, by default). Everything else runs as FIFO.
 
 A search with one sampler per stratum (``sampler.stratify``, e.g. per granularity) ranks a
 trial at a rung against its own stratum's results only. Ranked against every result, a
@@ -126,8 +126,11 @@ class MoashaScheduler(FIFOScheduler):
         bin_decades: float,
         rank: str = DEFAULT_RANK,
         stratify: str | None = None,
+        accuracy_floor: float | None = None,
     ) -> None:
         super().__init__()
+        #: the search's ``val_accuracy`` minimum: a result below it adds nothing to a front
+        self.accuracy_floor = accuracy_floor
         #: the config key whose value is a trial's stratum; None: one ranking for all
         self.stratify = stratify
         self.eta = eta
@@ -143,7 +146,16 @@ class MoashaScheduler(FIFOScheduler):
     @classmethod
     def from_spec(cls, spec: SearchSpec) -> MoashaScheduler:
         s = spec.scheduler
-        return cls(s.grace_epochs, s.eta, spec.base.epochs, s.bin_decades, s.rank, spec.stratify)
+        floors = [c.min for c in spec.constraints if c.metric == "val_accuracy" and c.min]
+        return cls(
+            s.grace_epochs,
+            s.eta,
+            spec.base.epochs,
+            s.bin_decades,
+            s.rank,
+            spec.stratify,
+            max(floors, default=None),
+        )
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         epoch = result.get(EPOCH_KEY)
@@ -162,7 +174,9 @@ class MoashaScheduler(FIFOScheduler):
         if stratum is not None:
             book.strata[trial.trial_id] = stratum
         peers = book.peers(int(epoch), stratum)
-        if continues(peers, trial.trial_id, self.eta, self.bin_decades, self.rank):
+        if continues(
+            peers, trial.trial_id, self.eta, self.bin_decades, self.rank, self.accuracy_floor
+        ):
             return TrialScheduler.CONTINUE
         book.stopped[trial.trial_id] = int(epoch)
         return TrialScheduler.STOP

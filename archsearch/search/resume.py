@@ -101,8 +101,28 @@ def resumed_settings(
             )
     spec = dataclasses.replace(spec, **{k: saved[k] for k in overrides})
     if fingerprint(spec) != saved["fingerprint"]:
+        _refuse_an_earlier_default(spec, saved["fingerprint"])
         raise ResumeError(
             f"{spec.source} changed since the search started ({saved['space_file']}); resuming "
             f"would mix two spaces: restore the file, or start a new search under another name"
         )
     return spec, tracking_uri or saved["tracking_uri"]
+
+
+#: MOASHA's rung orders that were the default once: a search started then, with no ``rank``
+#: in its file, was fingerprinted with that order
+EARLIER_DEFAULT_RANKS = ("cost_bins", "nondominated")
+
+
+def _refuse_an_earlier_default(spec: SearchSpec, saved_fingerprint: str) -> None:
+    """A file left as it was still fails the fingerprint when a default it relied on has
+    changed since; say which setting brings the search back instead of "the file changed"."""
+    if spec.scheduler.name != "moasha":
+        return
+    for rank in EARLIER_DEFAULT_RANKS:
+        scheduler = dataclasses.replace(spec.scheduler, rank=rank)
+        if fingerprint(dataclasses.replace(spec, scheduler=scheduler)) == saved_fingerprint:
+            raise ResumeError(
+                f"{spec.source}: this search started when MOASHA's default rank was {rank}; "
+                f"add rank: {rank} to its scheduler to resume it as it was started"
+            )
