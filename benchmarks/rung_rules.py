@@ -54,6 +54,18 @@ def _nondominated_order(results: Mapping[str, RungResult], _trials: Any) -> list
     return rung_order(results, rank="nondominated")
 
 
+def _hypervolume_order(results: Mapping[str, RungResult], _trials: Any) -> list[str]:
+    """``scheduler.rank: hypervolume``: non-dominated sorting, ties by each result's own
+    share of the yardstick's box."""
+    return rung_order(results, rank="hypervolume")
+
+
+def _hypervolume_floored(results: Mapping[str, RungResult], _trials: Any) -> list[str]:
+    """``hypervolume`` in a search constrained to ``val_accuracy >= 0.8`` (the shipped file):
+    a result below it holds no share of the box."""
+    return rung_order(results, rank="hypervolume", accuracy_floor=0.8)
+
+
 def _cost_bins(results: Mapping[str, RungResult], _trials: Any) -> list[str]:
     """``scheduler.rank: cost_bins``: the epsilon-net in log cost now."""
     return rung_order(results, rank="cost_bins")
@@ -113,19 +125,31 @@ def _cost_bins_by_granularity(
 RULES: dict[str, Rule] = {
     "nondominated": _nondominated_order,
     "cost_bins": _cost_bins,
+    "hypervolume": _hypervolume_order,
     "nondominated, each granularity in turn": _nondominated_by_granularity,
+    "nondominated, each granularity apart": _nondominated_order,
+    "hypervolume, each granularity apart": _hypervolume_order,
+    "hypervolume above 0.8, each granularity apart": _hypervolume_floored,
     "log-cost bins x granularity": _cost_bins_by_granularity,
     "lambda bins, 1 decade": _lambda_bins(1.0, False),
     "lambda bins, 0.5 decade": _lambda_bins(0.5, False),
     "lambda bins, 1 decade x granularity": _lambda_bins(1.0, True),
 }
+#: rules that rank a trial against its own granularity's results only, keeping the top
+#: 1/eta of those (MOASHA with ``sampler.stratify: granularity``)
+APART = {name for name in RULES if name.endswith("each granularity apart")}
 
 
 def replay(
-    trials: list[dict[str, Any]], rule: Rule, rungs: tuple[int, ...], eta: int
+    trials: list[dict[str, Any]],
+    rule: Rule,
+    rungs: tuple[int, ...],
+    eta: int,
+    apart: bool = False,
 ) -> tuple[set[str], float]:
     """The ids of the trials that pass every rung under ``rule``, and the share of the
-    epochs of running every trial to its end that the replay trains."""
+    epochs of running every trial to its end that the replay trains. ``apart``: a trial is
+    ranked against the results of its own granularity only."""
     by_id = {t["id"]: t for t in trials}
     alive = [t["id"] for t in sorted(trials, key=lambda t: t["started"])]
     spent = {t["id"]: t["epochs"] for t in trials}
@@ -138,7 +162,11 @@ def replay(
                 survivors.append(trial_id)  # no report at this rung: it runs on
                 continue
             recorded[trial_id] = tuple(curve[epoch - 1])
-            kept = rule(recorded, by_id)[: keep_count(len(recorded), eta)]
+            own = by_id[trial_id]["granularity"]
+            peers = {
+                t: r for t, r in recorded.items() if not apart or by_id[t]["granularity"] == own
+            }
+            kept = rule(peers, by_id)[: keep_count(len(peers), eta)]
             if trial_id in kept:
                 survivors.append(trial_id)
             else:
@@ -168,7 +196,8 @@ def table(searches: list[dict[str, Any]], rungs: tuple[int, ...], eta: int) -> l
         for search in searches:
             trials = search["trials"]
             structured = [t for t in trials if t["granularity"] != "weight"]
-            front, (kept, spent) = final_front(trials), replay(trials, rule, rungs, eta)
+            front = final_front(trials)
+            kept, spent = replay(trials, rule, rungs, eta, name in APART)
             lines.append(
                 f"| {name} | {search['label']} | {len(front & kept)} / {len(front)} "
                 f"| {len(kept)} / {len(trials)} | {100 * spent:.0f}% "

@@ -28,6 +28,11 @@ its time budget:
 - P: M on the code that ranks a trial at a rung against its own stratum only (the file's
   ``sampler.stratify: granularity``); M ran before that, when every trial was ranked against
   all
+- Q: P with ``rank: hypervolume`` (ties within a non-dominated rank broken by each result's
+  own share of the yardstick's box, so a rank's cheap and dear ends go on before its middle)
+- H: Q on the code that counts a rung result's share of the box above the search's accuracy
+  constraint only (the file's ``val_accuracy >= 0.8``), not above chance; Q ran before that
+- R: S with random sampling (one random sampler per granularity, FIFO): C on today's file
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -97,6 +102,25 @@ ARMS: dict[str, dict[str, Any]] = {
         "shipped": True,
         "versus": "S",
     },
+    "Q": {
+        "label": "the shipped file with MOASHA, rank: hypervolume",
+        "scheduler": {**MOASHA, "rank": "hypervolume"},
+        "shipped": True,
+        "versus": "S",
+    },
+    "H": {
+        "label": "the shipped file with MOASHA, rank: hypervolume above the constraint",
+        "scheduler": {**MOASHA, "rank": "hypervolume"},
+        "shipped": True,
+        "versus": "S",
+    },
+    "R": {
+        "label": "the shipped file with random sampling (FIFO)",
+        "scheduler": None,
+        "shipped": True,
+        "shipped_sampler": "random",
+        "versus": "S",
+    },
 }
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
@@ -121,6 +145,7 @@ def arm_space(arm: str, seed: int, budget: str) -> dict[str, Any]:
         raw["scheduler"] = dict(settings["scheduler"])
     if settings.get("shipped"):  # sampler, constraint, init and lambda as the file sets them
         raw["sampler"]["seed"] = seed
+        raw["sampler"]["name"] = settings.get("shipped_sampler", raw["sampler"]["name"])
         return raw
     # one sampler over both granularities: the arms ran before the file set sampler.stratify
     raw["sampler"] = {"name": settings["sampler"], "seed": seed}
