@@ -14,6 +14,7 @@ from archsearch.hypervolume import (
     ACCURACY_RANGE,
     LOG10_COST_RANGE,
     YARDSTICK,
+    box_point,
     dominated_volume,
     exclusive_shares,
     front_hypervolume,
@@ -242,6 +243,22 @@ def test_a_points_exclusive_share_is_what_the_yardstick_loses_without_it() -> No
     # a twin holds nothing alone; chance accuracy or a diverged result holds nothing at all
     assert exclusive_shares([(0.8, 0.1), (0.8, 0.1)]) == [0.0, 0.0]
     assert exclusive_shares([(0.1, 0.01), (math.nan, 0.01)]) == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_exclusive_shares_match_removing_each_point(seed: int) -> None:
+    """The one-sweep shares against the exact volume without each point, on sets with
+    twins, beaten points, costs below the box and accuracies at or below chance."""
+    rng = random.Random(seed)
+    points = [
+        (rng.choice([0.05, 0.1, 0.5, 0.8, 0.9]), 10 ** rng.uniform(-4, 0.2)) for _ in range(12)
+    ]
+    points += points[:2]  # twins hold nothing alone
+    boxed = [box_point(a, c) for a, c in points]
+    whole = dominated_volume(boxed, [1.0, 1.0])
+    for index, share in enumerate(exclusive_shares(points)):
+        without = dominated_volume(boxed[:index] + boxed[index + 1 :], [1.0, 1.0])
+        assert share == pytest.approx(whole - without, abs=1e-12)
 
 
 def test_a_mismatched_point_or_reference_is_refused() -> None:
