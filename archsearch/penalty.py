@@ -28,9 +28,11 @@ def penalty(expected: torch.Tensor, hard: torch.Tensor, config: TrialConfig) -> 
     small targets end 2-5x above themselves (benchmarks/RESULTS.md, "Gates reach their
     targets"). Taking the value from the hard masks is what makes the penalty pull on the
     network that is shipped, not on a soft average of it (docs/gates.md, "The penalty")."""
-    hard = hard.detach()
     if config.penalty_target is None:
-        return config.penalty_lambda * (hard + (expected - expected.detach()))
+        if hard is expected:  # the caller measured no hard masks: the value is the same
+            return config.penalty_lambda * expected
+        return config.penalty_lambda * (hard.detach() + (expected - expected.detach()))
+    hard = hard.detach()
     target = config.penalty_target
     miss = torch.log(hard.clamp_min(target * MISS_FLOOR) / target)
     # the gradient of ln(expected), a relative pull, bounded below the target by 1 / target

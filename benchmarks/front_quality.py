@@ -73,7 +73,11 @@ def table(results: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> lis
     for r in results:
         dense = (r.get("reference") or {}).get("test_accuracy")
         structured = [t for t in r["trials"] if t["granularity"] in STRUCTURED]
-        for what, trials in (("whole front", r["trials"]), ("structured", structured)):
+        rows = [("whole front", r["trials"]), ("structured", structured)]
+        kinds = [g for g in STRUCTURED if any(t["granularity"] == g for t in structured)]
+        if len(kinds) > 1:  # a CNN space: each structured granularity on its own as well
+            rows += [(kind, [t for t in structured if t["granularity"] == kind]) for kind in kinds]
+        for what, trials in rows:
             cells = " | ".join(_cell(best_at(trials, level)) for level in FLOPS_LEVELS)
             volume = hypervolume_at(trials, float("inf"))
             lines.append(

@@ -81,3 +81,33 @@ def test_granularity_the_model_lacks_is_a_clear_error() -> None:
         _cost("lenet_300_100", LENET300, "filters")
     with pytest.raises(ConfigError, match="penalty cost"):
         CostModel({}, [], "energy")
+
+
+@pytest.mark.parametrize(
+    ("model_name", "shape", "granularity", "kw"),
+    [
+        ("lenet_300_100", LENET300, "neuron", {"gate_inputs": True}),
+        ("lenet_300_100", LENET300, "weight", {}),
+        ("lenet5_caffe", LENET300, "channel+neuron", {}),
+        ("resnet20", (3, 32, 32), "channel", {}),
+    ],
+)
+@pytest.mark.parametrize("cost", ["flops", "params"])
+def test_the_host_ratio_equals_the_tensor_formula(model_name, shape, granularity, kw, cost):
+    """On a CPU the ratio is read and evaluated in Python as one autograd node; its value
+    and each keep probability's gradient are those of the formula an accelerator runs."""
+    model, groups = _cost(model_name, shape, granularity, cost, **kw)
+    torch.manual_seed(0)
+    keep = {g.name: torch.rand(g.size, requires_grad=True) for g in groups}
+    host = model.ratio(keep)
+    on_device = model.tensor_ratio(keep)
+    assert host.dtype == on_device.dtype == torch.float32
+    torch.testing.assert_close(host, on_device)
+    for a, b in zip(
+        torch.autograd.grad(host, list(keep.values())),
+        torch.autograd.grad(on_device, list(keep.values())),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b)
+    masks = {name: (k > 0.5) for name, k in keep.items()}  # hard masks arrive as bools too
+    torch.testing.assert_close(model.ratio(masks), model.tensor_ratio(masks))

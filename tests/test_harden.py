@@ -124,7 +124,7 @@ def test_a_dead_layer_trains_with_the_unit_hardening_keeps(monkeypatch, host_rea
     from archsearch.pruning.groups import layer_geometry
 
     # both ways of finding the survivor: a host check (CPU) and a mark built on the device
-    monkeypatch.setattr("archsearch.pruning.gated_model.HOST_READ_DEVICES", host_reads)
+    monkeypatch.setattr("archsearch.pruning.host_reads.DEVICES", host_reads)
     shape = (1, 28, 28)
     torch.manual_seed(0)
     model = create_model("lenet5_caffe", shape, 10)

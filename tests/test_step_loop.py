@@ -56,7 +56,7 @@ def count_reads(monkeypatch: pytest.MonkeyPatch, config: TrialConfig, data: Data
 
     with monkeypatch.context() as patch:
         # count what an accelerator's step does: the CPU's cheaper host-side checks are off
-        patch.setattr("archsearch.pruning.gated_model.HOST_READ_DEVICES", ())
+        patch.setattr("archsearch.pruning.host_reads.DEVICES", ())
         for name in READS:
             patch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
         run_trial(config, data=data)

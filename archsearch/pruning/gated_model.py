@@ -18,13 +18,11 @@ from torch import nn
 from torch.func import functional_call
 
 from archsearch.gates import Gate, create_gate, get_gate_info
+from archsearch.pruning import host_reads
 from archsearch.pruning.groups import GroupSpec
 
 #: the L0 paper starts the input layer's gates mostly open (drop rate 0.2)
 INPUT_INIT_DROP_RATE = 0.2
-#: devices where reading a value on the host costs no synchronisation, so a live group's
-#: survivor check (``GatedModel._survivor``) is one reduction instead of a mark built per step
-HOST_READ_DEVICES: tuple[str, ...] = ("cpu",)
 
 
 def _gate_key(group_name: str) -> str:
@@ -198,8 +196,7 @@ class GatedModel(nn.Module):
         """1.0 at the group's strongest element when none of ``values`` is above zero, else
         zeros. On a CPU a live group (nearly always) answers None after one reduction; on an
         accelerator the mark is computed on the device, so a step never waits for the host."""
-        on_host = values.device.type in HOST_READ_DEVICES
-        if on_host and float(values.detach().max()) > 0:
+        if host_reads.free(values) and float(values.detach().max()) > 0:
             return None
         return self._strongest_if_none_open(name, values.detach() > 0, scores).to(values.dtype)
 
