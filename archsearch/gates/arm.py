@@ -72,6 +72,8 @@ class ArmGate(Gate):
             start = logit / self.k
         self.phi = nn.Parameter(torch.randn(n) * (INIT_STD / k) + start)
         self._u: torch.Tensor | None = None
+        #: pi when ``sample`` drew ``_u``, for the antithetic pass of the same step
+        self._pi_at_u: torch.Tensor | None = None
         self._antithetic = False
 
     @classmethod
@@ -89,9 +91,13 @@ class ArmGate(Gate):
         return torch.sigmoid(self.k * self.phi)
 
     def sample(self, scores: torch.Tensor | None = None) -> torch.Tensor:
-        pi = self._pi().detach()
-        if self._antithetic:
+        if self._antithetic:  # phi has not moved since the pass that drew u
+            pi = self._pi_at_u if self._pi_at_u is not None else self._pi().detach()
             return (self._stored_u() > 1.0 - pi).to(pi.dtype)
+        pi = self._pi()
+        if pi.requires_grad:  # the step's keep probability: held once (``fused_keep``)
+            fused.remember_keep(self, pi, scores)
+        self._pi_at_u = pi = pi.detach()
         self._u = torch.rand(self.n, device=pi.device, dtype=pi.dtype)
         return (self._u < pi).to(pi.dtype)
 
@@ -103,6 +109,7 @@ class ArmGate(Gate):
             u = self._stored_u()
         else:
             self._u = u = torch.rand(self.n, device=phi.device, dtype=phi.dtype)
+            self._pi_at_u = None
         flags = torch.tensor([self.hard_sigmoid, self._antithetic], device=phi.device)
         return fused.masked_weight(_FUSED, weight, u, phi, phi.new_tensor(self.k), flags)
 

@@ -87,7 +87,10 @@ class GatedModel(nn.Module):
         if group.kind == "input":
             return self.weight_of(group.consumers[0].layer).pow(2).mean(0)
         rows = [self.weight_of(p).pow(2).flatten(1) for p in group.producers]
-        per_channel = torch.cat(rows, dim=1).mean(1)
+        # one producer (nearly always): no copy of its squared weights into a concatenation
+        per_channel = (rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)).mean(1)
+        if group.repeat == 1:
+            return per_channel
         return per_channel.view(group.repeat, group.size).mean(0)
 
     def keep_probabilities(
