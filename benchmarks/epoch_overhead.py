@@ -13,6 +13,9 @@ its gated epoch over the plain epoch just before it, its seconds its best gated 
 1 is left out of both: it warms up, and compiles). Every epoch is the first of a fresh
 network, so each round times the same work. Every ratio of a table comes from the same run.
 
+``--granularities`` takes ``neuron+inputs`` too: neurons with the input features gated, as
+the bundled MLP spaces search them (``gate_inputs``).
+
 ``--modes`` names how weight-granularity gates do their per-element math
 (``archsearch.gates.fused``): ``off`` is the eager formulas (the code before the fused
 path), ``compile`` the fused, compiled formulas. Neuron granularity never takes the fused
@@ -72,7 +75,8 @@ def gated_epoch(entry: Setting, data, config: TrialConfig, seed: int) -> float:
     fused.set_mode("off" if entry.mode == "-" else entry.mode)
     torch.manual_seed(seed)
     model = create_model("lenet_300_100", SHAPE, 10)
-    groups = find_groups(model, SHAPE, entry.granularity)
+    granularity, _, inputs = entry.granularity.partition("+")
+    groups = find_groups(model, SHAPE, granularity, gate_inputs=inputs == "inputs")
     gated = GatedModel(model, groups, entry.gate)
     cost = CostModel(layer_geometry(model, SHAPE), groups)
     return train_gated(gated, cost, one_epoch(data, config, seed))[0]["seconds"]
