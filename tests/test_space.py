@@ -289,3 +289,22 @@ def test_relative_data_root_is_made_absolute(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.chdir(tmp_path)
     spec = load_spec(write(tmp_path, changed(data__root="data")))
     assert spec.base.data_root == str(tmp_path / "data")
+
+
+def test_the_preflight_says_when_a_granularity_cannot_reach_small_budgets(tmp_path) -> None:
+    """LeNet-5-Caffe's neurons are its fully connected layers, 18% of its FLOPs: a neuron
+    trial can never go below 82%, which a user should read before the first trial, not
+    after a search whose quarter was spent there."""
+    raw = changed(
+        model={"name": "lenet5_caffe"},
+        data={"name": "synthetic", "options": {"n_samples": 64, "input_shape": [1, 28, 28]}},
+        space__granularity=["neuron", "channel"],
+    )
+    report = load_spec(write(tmp_path, raw)).preflight
+    assert "neuron: no trial can go below 82% of the dense FLOPs" in "\n".join(report)
+    assert not any(line.startswith("channel: no trial") for line in report)
+
+
+@pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
+def test_every_bundled_granularity_can_reach_a_tenth_of_the_flops(path: Path) -> None:
+    assert not any("no trial can go below" in line for line in load_spec(path).preflight)
