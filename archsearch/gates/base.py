@@ -142,7 +142,7 @@ class Gate(nn.Module, abc.ABC):
             both = self.fused_masked_weight(weight, scores)
             if both is not None:
                 if both[1].requires_grad:
-                    fused.remember_keep(self, both[1], scores, used_by=both[0])
+                    fused.remember_keep(self, both[1], scores)
                 return both[0]
         return weight * self(scores).view_as(weight)
 

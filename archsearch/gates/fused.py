@@ -187,27 +187,10 @@ def _versions(gate: torch.nn.Module) -> tuple[int, ...]:
     return tuple(t._version for t in (*gate.parameters(), *gate.buffers()))
 
 
-def remember_keep(
-    gate: torch.nn.Module,
-    keep: torch.Tensor,
-    scores: Any,
-    used_by: torch.Tensor | None = None,
-) -> None:
+def remember_keep(gate: torch.nn.Module, keep: torch.Tensor, scores: Any) -> None:
     """Hold the keep probability a forward computed for ``gate``'s next
-    ``keep_probability(scores)`` call (the training step's penalty).
-
-    ``used_by`` is the forward's output that shares ``keep``'s graph: once a backward has
-    run through it, that graph is freed, so the held value is dropped then and a later
-    call computes afresh (a training step asks before its one backward)."""
-    entry = (keep, scores, _versions(gate))
-    _KEEP[gate] = entry
-    if used_by is not None and used_by.requires_grad:
-
-        def forget(grad: torch.Tensor) -> None:
-            if _KEEP.get(gate) is entry:
-                del _KEEP[gate]
-
-        used_by.register_hook(forget)
+    ``keep_probability(scores)`` call (the training step's penalty)."""
+    _KEEP[gate] = (keep, scores, _versions(gate))
 
 
 def recall_keep(gate: torch.nn.Module, scores: Any) -> torch.Tensor | None:

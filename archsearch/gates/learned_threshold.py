@@ -80,10 +80,7 @@ class LearnedThresholdGate(Gate):
         return self.relative_tau * self.score_scale
 
     def sample(self, scores: torch.Tensor | None = None) -> torch.Tensor:
-        mask = self._soft_mask(scores)
-        if mask.requires_grad:  # the same numbers are the step's keep probability: held once
-            fused.remember_keep(self, mask, scores, used_by=mask)
-        return mask
+        return self._soft_mask(scores)
 
     def fused_masked_weight(
         self, weight: torch.Tensor, scores: torch.Tensor | None = None
