@@ -176,3 +176,32 @@ def test_the_penalty_pays_for_the_unit_a_dead_layer_keeps() -> None:
     )
     dead = {name: mask.float() for name, mask in hard.items()}
     assert float(cost.ratio(dead)) < float(cost.ratio(masks))  # what the penalty used to see
+
+
+@pytest.mark.parametrize("gate_name", ["trainable_gate", "hard_concrete", "arm"])
+def test_input_gates_train_the_network_of_gated_inputs(gate_name) -> None:
+    """Differentiable input gates act as columns of the first layer's weight (no gradient of
+    the layer's input to compute); ARM's samples, which carry no gradient, still multiply the
+    input. Either way the output and every gradient are those of the network whose inputs
+    are multiplied by the gates, written out by hand here."""
+    torch.manual_seed(0)
+    model = create_model("mlp", (20,), 3, hidden=[8])
+    groups = find_groups(model, (20,), "neuron", gate_inputs=True)
+    gated = GatedModel(model, groups, gate_name).train()
+    x = torch.randn(16, 20)
+    torch.manual_seed(1)
+    out = gated(x)
+    params = list(model.parameters())
+    if gate_name != "arm":  # ARM's gates learn from its two-pass estimate, not autograd
+        params += gated.gate_parameters()
+    got = torch.autograd.grad(out.square().sum(), params)
+
+    torch.manual_seed(1)  # the same noise, drawn in the same order (input gate first)
+    z_in, z_hidden = gated.gate("input")(), gated.gate("1")()
+    first, last = model[1], model[3]
+    hidden = torch.relu(torch.nn.functional.linear(x * z_in, first.weight, first.bias)) * z_hidden
+    expected_out = torch.nn.functional.linear(hidden, last.weight, last.bias)
+    expected = torch.autograd.grad(expected_out.square().sum(), params)
+    torch.testing.assert_close(out, expected_out)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)

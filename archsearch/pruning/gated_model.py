@@ -1,7 +1,8 @@
 """A model with gates attached: the original network untouched, plus one gate per group.
 
 The base model's parameters are never rewritten. Structured masks multiply a module's output
-through forward hooks; weight masks are applied with ``torch.func.functional_call``. Every
+through forward hooks; weight masks, and input-feature masks as columns of the first layer's
+weight, are applied with ``torch.func.functional_call``. Every
 gate is sampled once per forward, before the base model runs, so all modules that share a
 gate (coupled residual channels) see the same sample within a minibatch.
 """
@@ -53,6 +54,8 @@ class GatedModel(nn.Module):
         self._active: dict[str, torch.Tensor] | None = None
         #: the survivor marks (``_survivor``) of the last training forward, by group
         self._survivors: dict[str, torch.Tensor | None] = {}
+        #: input groups this forward gates as weight columns (``_input_masked_weights``)
+        self._as_columns: set[str] = set()
         self._modules_by_name = dict(base.named_modules())
         self._handles: list[Any] = []
         self._attach_hooks()
@@ -169,9 +172,30 @@ class GatedModel(nn.Module):
                 for g in self.groups
                 if g.kind == "weight"
             }
+            masked.update(self._input_masked_weights())
             return functional_call(self.base, masked, (x,)) if masked else self.base(x)
         finally:
             self._active = None
+            self._as_columns.clear()
+
+    def _input_masked_weights(self) -> dict[str, torch.Tensor]:
+        """Input features gated as the first layer's weight columns: x (W diag z)^T is
+        (x diag z) W^T, but its gradient for z comes from the weight's gradient, which the
+        step computes anyway (dL/dz_j = sum_i W_ij (dL/dW~)_ij), where multiplying the input
+        needed the gradient of the layer's input, a second product as large as the layer's
+        forward that a plain network never computes (benchmarks/RESULTS.md, "Input gates as
+        weight columns")."""
+        masked = {}
+        for group in self.groups:
+            # a mask without a gradient (ARM's samples, eval) is cheaper on the input: the
+            # input is batch x features, the columns all the layer's weights
+            if group.kind != "input" or not self._active[group.name].requires_grad:
+                continue
+            layer = group.consumers[0].layer
+            weight = self.weight_of(layer)
+            masked[f"{layer}.weight"] = weight * self._active[group.name]
+            self._as_columns.add(group.name)
+        return masked
 
     def _with_survivor(self, name: str, scores: torch.Tensor | None) -> torch.Tensor:
         """The group's multiplier, with its strongest element kept when every element is
@@ -244,7 +268,7 @@ class GatedModel(nn.Module):
 
     def _input_hook(self, group_name: str):
         def multiply(_module: nn.Module, inputs: tuple) -> tuple:
-            if self._active is None:
+            if self._active is None or group_name in self._as_columns:
                 return inputs
             return (inputs[0] * self._active[group_name], *inputs[1:])
 
