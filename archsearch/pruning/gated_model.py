@@ -183,8 +183,8 @@ class GatedModel(nn.Module):
         (x diag z) W^T, but its gradient for z comes from the weight's gradient, which the
         step computes anyway (dL/dz_j = sum_i W_ij (dL/dW~)_ij), where multiplying the input
         needed the gradient of the layer's input, a second product as large as the layer's
-        forward that a plain network never computes (benchmarks/RESULTS.md, "Input gates as
-        weight columns")."""
+        forward that a plain network never computes (benchmarks/RESULTS.md, "Fewer small
+        operations, and input gates as weight columns")."""
         masked = {}
         for group in self.groups:
             # a mask without a gradient (ARM's samples, eval) is cheaper on the input: the
