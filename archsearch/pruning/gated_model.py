@@ -2,9 +2,9 @@
 
 The base model's parameters are never rewritten. Structured masks multiply a module's output
 through forward hooks; weight masks, and input-feature masks as columns of the first layer's
-weight, are applied with ``torch.func.functional_call``. Every
-gate is sampled once per forward, before the base model runs, so all modules that share a
-gate (coupled residual channels) see the same sample within a minibatch.
+weight, are applied with ``torch.func.functional_call``. Every gate is sampled once per
+forward, before the base model runs, so all modules that share a gate (coupled residual
+channels) see the same sample within a minibatch.
 """
 
 from __future__ import annotations
@@ -54,8 +54,6 @@ class GatedModel(nn.Module):
         self._active: dict[str, torch.Tensor] | None = None
         #: the survivor marks (``_survivor``) of the last training forward, by group
         self._survivors: dict[str, torch.Tensor | None] = {}
-        #: input groups this forward gates as weight columns (``_input_masked_weights``)
-        self._as_columns: set[str] = set()
         self._modules_by_name = dict(base.named_modules())
         self._handles: list[Any] = []
         self._attach_hooks()
@@ -176,7 +174,6 @@ class GatedModel(nn.Module):
             return functional_call(self.base, masked, (x,)) if masked else self.base(x)
         finally:
             self._active = None
-            self._as_columns.clear()
 
     def _input_masked_weights(self) -> dict[str, torch.Tensor]:
         """Input features gated as the first layer's weight columns: x (W diag z)^T is
@@ -187,14 +184,9 @@ class GatedModel(nn.Module):
         operations, and input gates as weight columns")."""
         masked = {}
         for group in self.groups:
-            # a mask without a gradient (ARM's samples, eval) is cheaper on the input: the
-            # input is batch x features, the columns all the layer's weights
-            if group.kind != "input" or not self._active[group.name].requires_grad:
-                continue
-            layer = group.consumers[0].layer
-            weight = self.weight_of(layer)
-            masked[f"{layer}.weight"] = weight * self._active[group.name]
-            self._as_columns.add(group.name)
+            if group.kind == "input" and _as_columns(self._active[group.name]):
+                layer = group.consumers[0].layer
+                masked[f"{layer}.weight"] = self.weight_of(layer) * self._active[group.name]
         return masked
 
     def _with_survivor(self, name: str, scores: torch.Tensor | None) -> torch.Tensor:
@@ -268,7 +260,7 @@ class GatedModel(nn.Module):
 
     def _input_hook(self, group_name: str):
         def multiply(_module: nn.Module, inputs: tuple) -> tuple:
-            if self._active is None or group_name in self._as_columns:
+            if self._active is None or _as_columns(self._active[group_name]):
                 return inputs
             return (inputs[0] * self._active[group_name], *inputs[1:])
 
@@ -354,6 +346,13 @@ class GatedModel(nn.Module):
         finally:
             self._handles = []
             self._attach_hooks()
+
+
+def _as_columns(mask: torch.Tensor) -> bool:
+    """Whether an input mask gates the first layer's weight columns rather than the input:
+    when it carries a gradient. One without (ARM's samples, eval) is cheaper on the input,
+    batch x features, than on every weight of the layer."""
+    return mask.requires_grad
 
 
 def spread(values: torch.Tensor, index: tuple[int, ...], width: int) -> torch.Tensor:
