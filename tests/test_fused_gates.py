@@ -227,6 +227,28 @@ def test_a_gated_training_step_is_unchanged(granularity, gate_name):
         torch.testing.assert_close(result[key], expected, msg=lambda m, k=key: f"{k}: {m}")
 
 
+def test_learned_threshold_units_compute_their_soft_mask_once_a_step(monkeypatch):
+    """A learned-threshold mask of units is also its keep probability: the step's penalty
+    takes the mask its forward computed (one computation per gate, not two), with the very
+    loss and gradients of a mask computed afresh."""
+    from archsearch.gates.learned_threshold import LearnedThresholdGate
+
+    calls: list[int] = []
+    real = LearnedThresholdGate._soft_mask
+    monkeypatch.setattr(
+        LearnedThresholdGate, "_soft_mask", lambda g, s: (calls.append(1), real(g, s))[1]
+    )
+    held = training_step("neuron", "learned_threshold", "off")
+    gates = len(calls)
+    calls.clear()
+    monkeypatch.setattr(fused, "recall_keep", lambda gate, scores: None)
+    fresh = training_step("neuron", "learned_threshold", "off")
+    assert gates == 2 and len(calls) == 2 * gates  # two hidden layers of units
+    assert set(held) == set(fresh)
+    for key, expected in fresh.items():
+        torch.testing.assert_close(held[key], expected, msg=lambda m, k=key: f"{k}: {m}")
+
+
 @pytest.mark.parametrize(
     ("gate_name", "granularity"),
     [
@@ -234,6 +256,7 @@ def test_a_gated_training_step_is_unchanged(granularity, gate_name):
         ("learned_threshold", "weight"),
         ("arm", "weight"),
         ("arm", "neuron"),
+        ("learned_threshold", "neuron"),
     ],
 )
 def test_a_step_frees_what_it_held_for_its_penalty(monkeypatch, granularity, gate_name):

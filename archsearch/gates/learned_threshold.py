@@ -11,7 +11,7 @@ from archsearch.errors import ConfigError
 from archsearch.gates import fused
 from archsearch.gates.base import Gate
 from archsearch.gates.registry import register_gate
-from archsearch.gates.shared import bounded_sigmoid
+from archsearch.gates.shared import annealed, bounded_sigmoid
 
 
 @register_gate(
@@ -80,7 +80,14 @@ class LearnedThresholdGate(Gate):
         return self.relative_tau * self.score_scale
 
     def sample(self, scores: torch.Tensor | None = None) -> torch.Tensor:
-        return self._soft_mask(scores)
+        """The soft mask, which is also the step's keep probability: held for the penalty's
+        ``keep_probability(scores)`` of the same ``scores`` so a step computes it once.
+        Only while the scores carry a graph: a backward between the two frees theirs as
+        well as the mask's, so a mask computed afresh from them could not be used either."""
+        mask = self._soft_mask(scores)
+        if mask.requires_grad and scores is not None and scores.requires_grad:
+            fused.remember_keep(self, mask, scores)
+        return mask
 
     def fused_masked_weight(
         self, weight: torch.Tensor, scores: torch.Tensor | None = None
@@ -110,8 +117,9 @@ class LearnedThresholdGate(Gate):
         self._calibrated = True
 
     def set_progress(self, progress: float) -> None:
-        self.progress.fill_(min(max(float(progress), 0.0), 1.0))
-        self._update_temperature()
+        progress = min(max(float(progress), 0.0), 1.0)
+        self.progress.fill_(progress)
+        self._update_temperature(progress)
 
     def after_optimizer_step(self) -> None:
         with torch.no_grad():
@@ -124,10 +132,13 @@ class LearnedThresholdGate(Gate):
         scores = self._ready(scores)
         return bounded_sigmoid((scores - self.tau) / self.temperature)
 
-    def _update_temperature(self) -> None:
-        ratio = self.final_fraction / self.temperature_fraction
-        fraction = self.temperature_fraction * ratio**self.progress
-        self.temperature.copy_(self.score_scale * fraction)
+    def _update_temperature(self, progress: float | None = None) -> None:
+        """T from the schedule position, in Python floats and one write: it runs every step,
+        and on a CPU each tensor op costs microseconds however small (benchmarks/RESULTS.md,
+        "Fewer small operations, and input gates as weight columns")."""
+        progress = float(self.progress) if progress is None else progress
+        fraction = annealed(self.temperature_fraction, self.final_fraction, progress)
+        torch.mul(self.score_scale, fraction, out=self.temperature)
 
     def _ready(self, scores: torch.Tensor | None) -> torch.Tensor:
         """Checked scores; calibrates lazily from them when ``calibrate`` was never called."""
