@@ -21,6 +21,7 @@ from torch.func import functional_call
 from archsearch.gates import Gate, create_gate, get_gate_info
 from archsearch.pruning import host_reads
 from archsearch.pruning.groups import GroupSpec
+from archsearch.pruning.weight_scores import mean_squares
 
 #: the L0 paper starts the input layer's gates mostly open (drop rate 0.2)
 INPUT_INIT_DROP_RATE = 0.2
@@ -86,10 +87,8 @@ class GatedModel(nn.Module):
         if group.kind == "weight":
             return self.weight_of(group.producers[0]).pow(2).flatten()
         if group.kind == "input":
-            return self.weight_of(group.consumers[0].layer).pow(2).mean(0)
-        rows = [self.weight_of(p).pow(2).flatten(1) for p in group.producers]
-        # one producer (nearly always): no copy of its squared weights into a concatenation
-        per_channel = (rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)).mean(1)
+            return mean_squares([self.weight_of(group.consumers[0].layer)], dim=0)
+        per_channel = mean_squares([self.weight_of(p).flatten(1) for p in group.producers], dim=1)
         if group.repeat == 1:
             return per_channel
         return per_channel.view(group.repeat, group.size).mean(0)
