@@ -37,6 +37,8 @@ class DegenerateTrialError(ArchSearchError):
 # -- one line out of an error, for tags, progress lines and one-line messages -----------------
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+#: the line Tune writes before each failure in a trial's error file
+_TUNE_FAILURE = re.compile(r"(?m)^Failure # \d+ \(occurred at [^)\n]*\)$")
 
 
 def first_line(error: BaseException) -> str:
@@ -48,16 +50,22 @@ def first_line(error: BaseException) -> str:
 
 def error_summary(text: str, limit: int = 500) -> str:
     """The line a user needs from a traceback: the exception line ending it (Ray prefixes
-    pages of its own frames), else the start of the text."""
-    lines = [line.strip() for line in text.strip().splitlines()]
+    pages of its own frames), else the first line of the text (a report without a
+    traceback, such as Ray's out-of-memory kill, runs to pages of statistics). Of a Tune
+    error file, which heads each failure with ``Failure # N (occurred at ...)``, the newest."""
+    blocks = [block for block in _TUNE_FAILURE.split(text) if block.strip()]
+    lines = [line.strip() for line in (blocks or [""])[-1].splitlines() if line.strip()]
     exceptions = [line for line in lines if _EXCEPTION_LINE.match(line)]
-    summary = exceptions[-1] if exceptions else text.strip()
+    summary = exceptions[-1] if exceptions else (lines[0] if lines else "")
     return (summary or "no error text")[:limit]
 
 
 def short_error(text: str, limit: int = 200) -> str:
     """``error_summary`` without the exception's module path, for a progress line, e.g.
     ``DegenerateTrialError: loss became nan in gated epoch 1 step 1``."""
-    head, sep, message = error_summary(text, limit=10_000).partition(": ")
+    summary = error_summary(text, limit=10_000)
+    if not _EXCEPTION_LINE.match(summary):  # a sentence, not ``module.Error: message``
+        return summary[:limit]
+    head, sep, message = summary.partition(": ")
     name = head.rsplit(".", 1)[-1]
     return (f"{name}: {message}" if sep else name)[:limit]

@@ -150,3 +150,92 @@ def test_a_node_lost_mid_trial_runs_its_trial_again(tmp_path: Path, ray_tmp: Pat
     result = storage / "node-lost" / f"trial_{retried.group(1)}" / "result.json"
     final = json.loads(result.read_text().splitlines()[-1])
     assert final["val_accuracy"] > 0 and final["node_id"]
+
+
+def test_a_worker_ray_lost_is_an_actor_failure_for_tune() -> None:
+    """The failures that mean a trial's worker process is gone reach Tune's actor manager as
+    the actor failure it handles (retry, then a FAILED trial), Ray's message kept; a trial's
+    own exception and a dead actor pass unchanged."""
+    from ray.exceptions import (
+        NodeDiedError,
+        OutOfMemoryError,
+        RayActorError,
+        RayTaskError,
+        WorkerCrashedError,
+    )
+
+    from archsearch.search.lost_workers import as_actor_failure
+
+    for lost in (
+        OutOfMemoryError("1 worker(s) were killed"),
+        WorkerCrashedError(),
+        NodeDiedError("x"),
+    ):
+        failure = as_actor_failure(lost)
+        assert isinstance(failure, RayActorError) and str(failure) == str(lost)
+    own = RayTaskError("archsearch_trial", "Traceback ...", ValueError("nan"))
+    dead = RayActorError(error_msg="the actor died")
+    assert as_actor_failure(own) is own and as_actor_failure(dead) is dead
+    # and the Ray installed still has the handler this hands them to (else a Ray upgrade
+    # silently brings back a search ended by one lost worker)
+    from ray.tune.execution import tune_controller
+
+    from archsearch.search.lost_workers import tolerate_lost_workers
+
+    tolerate_lost_workers()
+    handler = tune_controller.RayActorManager._actor_task_failed
+    assert getattr(handler, "tolerates_lost_workers", False)
+
+
+def _used_memory() -> tuple[float, float]:
+    """This machine's memory in use, as a share of the total, and the total in GiB (what
+    Ray's memory monitor compares with its threshold)."""
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    total, available = (int(info[key].split()[0]) for key in ("MemTotal", "MemAvailable"))
+    return (total - available) / total, total / 2**20
+
+
+@pytest.mark.slow
+def test_a_trial_killed_for_memory_is_a_failed_trial_and_one_line(
+    tmp_path: Path, restore_environ
+) -> None:
+    """Ray's memory monitor kills a trial's worker when the machine runs low on memory. The
+    trial ends FAILED with Ray's first sentence as its reason (one line, not Ray's pages of
+    statistics), and the search goes on to its end: such a kill once ended a whole search.
+    The monitor's threshold is set 1.5 GiB above what is in use now, and the trial's data
+    (4 million synthetic examples) takes more than that."""
+    used, total = _used_memory()
+    os.environ["RAY_memory_usage_threshold"] = f"{used + 1.5 / total:.4f}"  # noqa: SIM112 (Ray's name)
+    data = {"name": "synthetic", "options": {"n_samples": 4_000_000}}
+    space = tiny_space("killed-for-memory", trials=1, concurrency=1, retries=0, data=data)
+    outcome, lines, uri = search_to_end(tmp_path, load_spec(write_space(tmp_path, space)))
+    assert (outcome.finished, outcome.failed) == (0, 1), lines
+    reason = "1 worker(s) were killed due to the node running low on memory"
+    (failed,) = [line for line in lines if "-> FAILED (" in line]
+    assert f"FAILED ({reason}" in failed and "\n" not in failed, failed
+    (child,) = children_of(uri, "killed-for-memory")
+    assert child.info.status == "FAILED"
+    assert child.data.tags["archsearch.error"].startswith(reason)
+
+
+def test_a_trials_error_line_is_the_newest_failure_in_one_line() -> None:
+    """Tune's error file of a retried trial holds each failure under its own header; the
+    line a user reads (progress line, the run's error tag) is the newest one's exception, or
+    the first sentence of a report that has no traceback."""
+    from archsearch.errors import error_summary, short_error
+
+    traceback = (
+        'Traceback (most recent call last):\n  File "x.py", line 1\n'
+        "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task."
+    )
+    memory = "1 worker(s) were killed due to the node running low on memory. Memory on...\n" + (
+        "OOM kill reason: Memory usage 6187921408B exceeded threshold\n- objects spillable: 0"
+    )
+    text = f"Failure # 1 (occurred at 2026-12-05_05-28-28)\n{traceback}\n"
+    assert (
+        short_error(text)
+        == "ActorDiedError: The actor died unexpectedly before finishing this task."
+    )
+    text += f"Failure # 2 (occurred at 2026-12-05_05-28-33)\n{memory}\n"
+    assert error_summary(text) == memory.splitlines()[0]
+    assert short_error(text) == memory.splitlines()[0]

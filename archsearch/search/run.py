@@ -40,6 +40,7 @@ from archsearch.search.callbacks import (
     live_callbacks,
 )
 from archsearch.search.cluster import quiet_ray, ray_session, require_resources
+from archsearch.search.lost_workers import tolerate_lost_workers
 from archsearch.search.moasha import MoashaScheduler, RungBook, RungBookKeeper, live_book
 from archsearch.search.reference import start_reference
 from archsearch.search.resume import (
@@ -196,6 +197,7 @@ def _run(
             _save_period(EXPERIMENT_SAVE_PERIOD),
             contextlib.suppress(KeyboardInterrupt),
         ):
+            tolerate_lost_workers()
             _tuner(spec, path, resume).fit()
     except BaseException:
         tracker.finish(status="FAILED", log_front_models=False)

@@ -139,6 +139,6 @@ class RetryPolicy(tune.Callback):
 def _last_failure(text: str) -> str:
     """The newest failure of Tune's error file (``Failure # N (occurred at ...)`` blocks) as
     one short line: Ray's actor errors run to several sentences."""
-    summary = short_error(text.rpartition("Failure # ")[2].partition("\n")[2], limit=10_000)
+    summary = short_error(text, limit=10_000)
     first = summary.split(". ")[0]
     return first if len(first) <= 160 else first[:157] + "..."
