@@ -1,11 +1,11 @@
 """Mean squared weight per group: the score learned thresholds compare against.
 
 The score is taken every training step, over every weight a gated layer has. Written as
-``weight.pow(2).mean(1)``, autograd's backward of it makes four passes over the weight (an
-expanded division, ``pow(weight, 1)``, two products) before accumulating into its gradient;
-on a CPU that was about as long as the rest of a learned-threshold neuron step's extras
-(benchmarks/RESULTS.md, "Learned thresholds of units at the cost of the other gates"). Here the
-forward is one reduction (``vector_norm``, no squared copy) and the backward one product.
+``weight.pow(2).mean(1)``, the forward writes a squared copy of the weight and autograd's
+backward makes four passes over it (an expanded division, ``pow(weight, 1)``, two products)
+before accumulating into its gradient. Here the forward is one reduction (``vector_norm``, no
+copy) and the backward one product (benchmarks/RESULTS.md, "Learned thresholds of units: one
+mask and one pass a step").
 """
 
 from __future__ import annotations
