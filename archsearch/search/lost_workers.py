@@ -43,7 +43,6 @@ class WorkerLostError(RayActorError):
 
     def __init__(self, cause: RayError) -> None:
         super().__init__(error_msg=str(cause))
-        self.cause = cause
 
 
 def as_actor_failure(exception: Exception) -> Exception:
