@@ -33,6 +33,8 @@ its time budget:
 - H: Q on the code that counts a rung result's share of the box above the search's accuracy
   constraint only (the file's ``val_accuracy >= 0.8``), not above chance; Q ran before that
 - R: S with random sampling (one random sampler per granularity, FIFO): C on today's file
+- T: S with ``sampler.start: spread`` (each study's first 10 trials a Latin hypercube)
+- U: H with ``sampler.start: spread``, measured against T
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -42,8 +44,8 @@ log10(FLOPs ratio) in [-3, 0] x accuracy in [0.1, 1] that the front dominates, w
 points chosen on validation accuracy and plotted at their test accuracy. ``table`` recomputes it
 from the finished trials that had ended by 3, 6 and 12 minutes after the search's parent run
 started, so one run per arm and seed gives the whole curve, and the minutes each arm took to
-reach the final hypervolume of the FIFO arm it is measured against (``versus``: F for G, A for
-the rest). Stopped (MOASHA, time budget) and
+reach the final hypervolume of the FIFO arm it is measured against (``versus``: F for G, S for
+the arms of the shipped file, T for U, A for the rest). Stopped (MOASHA, time budget) and
 failed trials never count. The accuracy table gives, per FLOPs level, the test accuracy of the
 point with the best validation accuracy at or under it, for all trials and for the
 neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
@@ -121,6 +123,20 @@ ARMS: dict[str, dict[str, Any]] = {
         "shipped_sampler": "random",
         "versus": "S",
     },
+    "T": {
+        "label": "the shipped file with a spread start (FIFO)",
+        "scheduler": None,
+        "shipped": True,
+        "shipped_start": "spread",
+        "versus": "T",
+    },
+    "U": {
+        "label": "the shipped file with MOASHA (as H) and a spread start",
+        "scheduler": {**MOASHA, "rank": "hypervolume"},
+        "shipped": True,
+        "shipped_start": "spread",
+        "versus": "T",
+    },
 }
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
@@ -146,6 +162,8 @@ def arm_space(arm: str, seed: int, budget: str) -> dict[str, Any]:
     if settings.get("shipped"):  # sampler, constraint, init and lambda as the file sets them
         raw["sampler"]["seed"] = seed
         raw["sampler"]["name"] = settings.get("shipped_sampler", raw["sampler"]["name"])
+        if "shipped_start" in settings:
+            raw["sampler"]["start"] = settings["shipped_start"]
         return raw
     # one sampler over both granularities: the arms ran before the file set sampler.stratify
     raw["sampler"] = {"name": settings["sampler"], "seed": seed}

@@ -98,7 +98,7 @@ def test_a_stratified_search_runs_each_granularity_its_share(
     raw = tiny_space(
         "stratified",
         trials=5,
-        sampler={"name": "tpe", "seed": 0, "stratify": "granularity"},
+        sampler={"name": "tpe", "seed": 0, "stratify": "granularity", "start": "spread"},
         space={
             "gate": ["hard_concrete", "arm"],
             "granularity": ["weight", "neuron"],
@@ -109,6 +109,7 @@ def test_a_stratified_search_runs_each_granularity_its_share(
     assert not outcome.interrupted and outcome.finished == 5
     banner = next(line for line in lines if line.startswith("starting search"))
     assert "one sampler per granularity (weight, neuron), trials dealt in turn" in banner
+    assert "start: the first 10 trials of each sampler spread over the space" in banner
 
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("stratified")
@@ -121,3 +122,4 @@ def test_a_stratified_search_runs_each_granularity_its_share(
     assert shares == {"weight": 3, "neuron": 2}
     parent = client.get_run(outcome.parent_run_id)
     assert parent.data.params["sampler.stratify"] == "granularity"
+    assert parent.data.params["sampler.start"] == "spread"

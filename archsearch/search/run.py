@@ -55,6 +55,7 @@ from archsearch.search.searcher import make_sampler as make_sampler  # where tes
 from archsearch.search.strata import make_searcher
 from archsearch.search.worker import RetryPolicy, trainable
 from archsearch.space import SearchSpec
+from archsearch.space.start import START_TRIALS
 from archsearch.tracking import SearchTracker, check_reachable, prepare_store, resolve_tracking_uri
 from archsearch.trial import load_data
 
@@ -296,6 +297,9 @@ def _policy_lines(spec: SearchSpec, budget: TimeBudget) -> list[str]:
     if spec.stratify:
         strata = ", ".join(map(str, spec.strata()))
         lines.append(f"one sampler per {spec.stratify} ({strata}), trials dealt in turn")
+    if spec.start == "spread":
+        each = " of each sampler" if spec.stratify else ""
+        lines.append(f"start: the first {START_TRIALS} trials{each} spread over the space")
     if spec.scheduler.name == "moasha":
         s = spec.scheduler
         rungs = ", ".join(map(str, MoashaScheduler.from_spec(spec).rungs))

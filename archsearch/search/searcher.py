@@ -41,6 +41,7 @@ from ray.tune.search.optuna import OptunaSearch
 from archsearch.constraints import constraint_values
 from archsearch.search.reports import is_final
 from archsearch.space import SAMPLERS, SearchSpec
+from archsearch.space.start import spread_points
 
 #: sets one constraint value on an Optuna trial (its bound ``set_constraint``)
 SetConstraint = Callable[[str, float], None]
@@ -105,6 +106,8 @@ class StudySearch(OptunaSearch):
             metric=self._objectives,
             mode=list(spec.objectives.values()),
             sampler=make_sampler(spec.sampler, spec.seed),
+            # enqueued in the study: run first, counted as the sampler's start-up trials
+            points_to_evaluate=spread_points(spec) if spec.start == "spread" else None,
         )
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:

@@ -25,7 +25,7 @@ from archsearch.space.check import Check
 from archsearch.space.params import read_params
 from archsearch.space.policy import read_constraints, read_scheduler, read_time_budget
 from archsearch.space.preflight import check_model
-from archsearch.space.spec import INIT_FROM, SAMPLERS, SPACE_FIELDS, SearchSpec
+from archsearch.space.spec import INIT_FROM, SAMPLERS, SPACE_FIELDS, STARTS, SearchSpec
 
 #: TrialConfig fields that come from the model and data sections, not from ``train``
 _SECTION_FIELDS = (
@@ -66,7 +66,7 @@ _MODEL_KEYS = {"name": str, "options": dict}
 _INIT_KEYS = {"weights": str, "from": str}
 _REFERENCE_KEYS = {"train": bool}
 _DATA_KEYS = {"name": str, "root": str | None, "val_fraction": float, "options": dict}
-_SAMPLER_KEYS = {"name": str, "seed": int, "stratify": str}
+_SAMPLER_KEYS = {"name": str, "seed": int, "stratify": str, "start": str}
 _LATENCY_KEYS = {"runtime": str | bool, "batch": int, "repeats": int, "threads": int}
 _RESOURCE_KEYS = {"cpu": float, "gpu": float}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -156,6 +156,7 @@ def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
         constraints=read_constraints(raw.get("constraints", {}), check),
         **_reference_settings(raw, base, check),
         stratify=sampler.get("stratify"),
+        start=sampler.get("start", "random"),
     )
     _check_run_shape(spec, check)
     _check_strata(spec, check)
@@ -173,6 +174,8 @@ def _check_run_shape(spec: SearchSpec, check: Check) -> None:
         check.fail("retries", f"expected an integer >= 0, got {spec.retries}")
     if spec.sampler not in SAMPLERS:
         check.fail("sampler.name", f"expected one of: {', '.join(SAMPLERS)}")
+    if spec.start not in STARTS:
+        check.fail("sampler.start", f"expected one of: {', '.join(STARTS)}, got {spec.start!r}")
     if spec.cpu <= 0:
         check.fail("resources.cpu", f"expected a number > 0 (fractions allowed), got {spec.cpu}")
     if spec.gpu < 0 or (spec.gpu > 1 and not spec.gpu.is_integer()):

@@ -32,6 +32,10 @@ SAMPLERS: dict[str, str] = {
     "random": "RandomSampler",
 }
 
+#: a space file's ``sampler.start``: the sampler's own first trials (independent random
+#: draws), or a Latin hypercube laid over the space (``archsearch.space.start``)
+STARTS = ("random", "spread")
+
 #: a stratum's sampler seed is ``seed * _STRATUM_SEEDS + its index``: distinct across strata
 #: and across the seeds of one space
 _STRATUM_SEEDS = 1000
@@ -169,6 +173,8 @@ class SearchSpec:
     #: ``sampler.stratify``: a searched choice (e.g. ``granularity``) whose every value gets a
     #: sampler of its own and an equal share of the trials (``stratum``); None: one sampler
     stratify: str | None = None
+    #: ``sampler.start``: how each study's first trials are chosen (``STARTS``)
+    start: str = "random"
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Define-by-run space for Optuna: conditions are read from values already drawn."""
@@ -234,4 +240,5 @@ class SearchSpec:
             **({} if self.reference_train else {"reference.train": False}),
             **({"init.from": self.init_from} if self.init_from != "scratch" else {}),
             **({"sampler.stratify": self.stratify} if self.stratify else {}),
+            **({"sampler.start": self.start} if self.start != "random" else {}),
         }
