@@ -10,6 +10,8 @@ the whole search (benchmarks/RESULTS.md, "LeNet-5-Caffe, 90 minutes, seed 0"). H
 range is cut into as many equal slices as there are start trials (equal in log space for a
 log-uniform range) and each slice gets one trial; every choice is dealt as evenly as the count
 allows. A parameter drawn only under a condition is spread over the trials it applies to.
+Not the default: on ``lenet300_fashion.yaml`` (12-minute searches, two seeds) it gained on one
+seed and lost on the other (benchmarks/RESULTS.md, "A spread start").
 
 The points are handed to Ray's ``OptunaSearch`` as ``points_to_evaluate``, which enqueues them
 in the study: the sampler runs them first and counts them as its start-up, and a resumed search
