@@ -95,3 +95,17 @@ def test_every_sampler_runs_the_layout_first(tmp_path: Path, sampler: str) -> No
     spec = trial_spec(tmp_path, raw)
     searcher = make_searcher(spec)
     assert [searcher.suggest(f"t{i}") for i in range(START_TRIALS)] == spread_points(spec)
+
+
+def test_a_restored_searcher_goes_on_with_the_layout_where_it_stopped(tmp_path: Path) -> None:
+    spec = trial_spec(tmp_path, SPREAD)
+    searcher = make_searcher(spec)
+    for i in range(3):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"val_accuracy": 0.8, "flops": 50.0})
+    searcher.save(str(tmp_path / "searcher.pkl"))
+
+    restored = make_searcher(spec)  # enqueues a fresh layout, which the saved state replaces
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    following = [restored.suggest(f"t{i}") for i in range(3, START_TRIALS)]
+    assert following == spread_points(spec)[3:]
