@@ -1,8 +1,8 @@
 """The trial as Ray runs it, on a worker anywhere in the cluster.
 
 ``run_trial`` knows nothing of Ray; this wraps it for Tune: the sampled point becomes a
-``TrialConfig`` and the trial runs in a temporary folder. After each gated epoch it reports
-an epoch report (no checkpoint; what a MOASHA rung ranks, see ``reports``); at its end it
+``TrialConfig`` and the trial runs in a scratch folder (``scratch``). After each gated epoch it
+reports an epoch report (no checkpoint; what a MOASHA rung ranks, see ``reports``); at its end it
 reports its result with that folder as its checkpoint. The driver logs only the last one.
 A trial a scheduler stops leaves at its next report (Tune raises SystemExit there).
 
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -31,6 +29,7 @@ from archsearch.config import TrialConfig
 from archsearch.data import DataSplits
 from archsearch.errors import first_line, short_error
 from archsearch.search.reports import epoch_report, trial_error_text
+from archsearch.search.scratch import trial_folder
 from archsearch.trial import load_data, run_trial
 
 if TYPE_CHECKING:  # the driver's side: a worker never imports MLflow or the space parser
@@ -78,8 +77,8 @@ def _run_and_report(spec: SearchSpec, config: dict[str, Any]) -> None:
         if report is not None:
             tune.report(report)  # no checkpoint: an epoch report is never a result
 
-    with tempfile.TemporaryDirectory(prefix="archsearch-trial-") as out:
-        result = run_trial(trial_config, out_dir=Path(out), data=data, on_epoch=report_epoch)
+    with trial_folder() as out:
+        result = run_trial(trial_config, out_dir=out, data=data, on_epoch=report_epoch)
         metrics = {
             **result.metrics,
             # the whole trial inside the worker: what the orchestration overhead is measured against
