@@ -1,14 +1,16 @@
 """Would a longer or gentler fine-tuning lift LeNet-5-Caffe's channel points? Same trials, three
 fine-tuning settings.
 
-Usage: python benchmarks/finetune_probe.py [--workers 2] [--out benchmarks/finetune_probe.json]
+Usage: python benchmarks/finetune_probe.py [--space lenet5_fashion | lenet300_fashion]
+       [--workers 2] [--out benchmarks/finetune_probe.json]
 
 Issue 15 asks a channel point >= 90.0% test at <= 10% of the FLOPs; the 90-minute searches of
 `lenet5_fashion.yaml` ended at 89.7% and 89.6% there. This re-runs two of those channel trials
 as the search ran them (the file's settings, the dense reference trained once as a search
 trains it, each trial started from it) with the fine-tuning as shipped (2 epochs at the
 training rate), 5 epochs, and 2 epochs at a tenth of the rate. Cells run in `--workers`
-processes of one thread each; prints FLOPs % and test accuracy per cell.
+processes of one thread each; prints FLOPs % and test accuracy per cell. `--space
+lenet300_fashion` runs three LeNet-300-100 trials of that file the same way.
 """
 
 from __future__ import annotations
@@ -24,17 +26,31 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent / "finetune_probe.json"
-SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "lenet5_fashion.yaml"
-#: channel trials of the two 90-minute searches, as sampled (benchmarks/RESULTS.md)
-TRIALS = (
-    {"gate": "arm", "granularity": "channel", "penalty.lambda": 5.28},
-    {
-        "gate": "diffprune",
-        "granularity": "channel",
-        "penalty.lambda": 3.31,
-        "diffprune.tau_min": 0.0299,
-    },
-)
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+#: per bundled space, trials as a search samples them: for lenet5_fashion, channel trials of
+#: its two 90-minute searches (benchmarks/RESULTS.md); for lenet300_fashion, a weight and a
+#: neuron point at a few percent of the FLOPs, to see whether a gain carries over
+TRIALS = {
+    "lenet5_fashion": (
+        {"gate": "arm", "granularity": "channel", "penalty.lambda": 5.28},
+        {
+            "gate": "diffprune",
+            "granularity": "channel",
+            "penalty.lambda": 3.31,
+            "diffprune.tau_min": 0.0299,
+        },
+    ),
+    "lenet300_fashion": (
+        {"gate": "hard_concrete", "granularity": "weight", "penalty.lambda": 100.0},
+        {"gate": "diffprune", "granularity": "weight", "penalty.lambda": 30.0},
+        {
+            "gate": "trainable_gate",
+            "granularity": "neuron",
+            "gate_inputs": True,
+            "penalty.lambda": 10.0,
+        },
+    ),
+}
 FINETUNING = {
     "as shipped (2 epochs, lr 1e-3)": {},
     "5 epochs, lr 1e-3": {"finetune_epochs": 5},
@@ -49,7 +65,7 @@ def _start_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _reference(path: str) -> float:
+def _reference(space: str, path: str) -> float:
     import torch
     from safetensors.torch import save_file
 
@@ -57,7 +73,7 @@ def _reference(path: str) -> float:
     from archsearch.trial import dense_reference
 
     torch.set_num_threads(2)  # trained alone, before the cells, as a search trains it
-    reference = dense_reference(load_spec(SPACE).base)
+    reference = dense_reference(load_spec(SPACES / f"{space}.yaml").base)
     save_file(reference.weights, path)
     return reference.metrics["test_accuracy"]
 
@@ -68,7 +84,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     from archsearch.space import load_spec
     from archsearch.trial import run_trial
 
-    config = load_spec(SPACE).trial_config(cell["trial"])
+    config = load_spec(SPACES / f"{cell['space']}.yaml").trial_config(cell["trial"])
     config = dataclasses.replace(
         config, init_weights=cell["init_weights"], latency_runtime="off", **cell["finetuning"]
     )
@@ -84,6 +100,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--space", choices=sorted(TRIALS), default="lenet5_fashion")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     context = get_context("spawn")
@@ -92,10 +109,17 @@ def main() -> None:
         ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker) as pool,
     ):
         weights = str(Path(folder) / "reference.safetensors")
-        print(f"dense reference: test {pool.submit(_reference, weights).result():.4f}", flush=True)
+        dense = pool.submit(_reference, args.space, weights).result()
+        print(f"dense reference: test {dense:.4f}", flush=True)
         cells = [
-            {"trial": trial, "setting": name, "finetuning": finetuning, "init_weights": weights}
-            for trial in TRIALS
+            {
+                "space": args.space,
+                "trial": trial,
+                "setting": name,
+                "finetuning": finetuning,
+                "init_weights": weights,
+            }
+            for trial in TRIALS[args.space]
             for name, finetuning in FINETUNING.items()
         ]
         rows = []
