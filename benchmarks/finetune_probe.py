@@ -18,12 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gate_targets import _start_worker  # one thread a cell, warnings off
 
 OUT = Path(__file__).resolve().parent / "finetune_probe.json"
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -56,13 +60,6 @@ FINETUNING = {
     "5 epochs, lr 1e-3": {"finetune_epochs": 5},
     "2 epochs, lr 1e-4": {"finetune_lr": 1e-4},
 }
-
-
-def _start_worker() -> None:
-    import torch
-
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
 
 
 def _reference(space: str, path: str) -> float:
