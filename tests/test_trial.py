@@ -125,3 +125,18 @@ def test_bad_values_name_their_key(override: dict, key: str) -> None:
 def test_unknown_setting_is_rejected_by_name() -> None:
     with pytest.raises(ConfigError, match="'epoch'"):
         TrialConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.parametrize(("gate", "granularity"), [("hard_concrete", "weight"), ("arm", "neuron")])
+def test_a_trial_repeats_bit_for_bit(gate: str, granularity: str, digits) -> None:
+    """Re-running a front trial must give the front's subnetwork: the same settings and seed
+    on the same thread count end at the same weights, not merely similar ones."""
+    config = TrialConfig(**SMALL, gate=gate, granularity=granularity, penalty_lambda=0.5)
+    first, second = (run_trial(config, data=digits) for _ in range(2))
+    for key in ("val_accuracy", "test_accuracy", "flops", "params"):
+        assert first.metrics[key] == second.metrics[key], key
+    assert first.subnetwork["layers"] == second.subnetwork["layers"]
+    weights, again = first.model.state_dict(), second.model.state_dict()
+    assert weights.keys() == again.keys()
+    for key, value in weights.items():
+        assert torch.equal(value, again[key]), key
