@@ -70,12 +70,10 @@ def _reference(space: str, path: str) -> float:
     from archsearch.trial import dense_reference
 
     torch.set_num_threads(2)  # trained alone, before the cells, as a search trains it
-    try:
-        reference = dense_reference(load_spec(SPACES / f"{space}.yaml").base)
-    finally:
-        # the cells run on one thread, as a search's trials (resources.cpu: 1): a worker
-        # left at 2 threads sums in another order and can end a trial at another subnetwork
-        torch.set_num_threads(1)
+    reference = dense_reference(load_spec(SPACES / f"{space}.yaml").base)
+    # the cells run on one thread, as a search's trials (resources.cpu: 1): a worker left at
+    # 2 threads sums in another order and can end a trial at another subnetwork
+    torch.set_num_threads(1)
     save_file(reference.weights, path)
     return reference.metrics["test_accuracy"]
 
