@@ -21,6 +21,7 @@ from torch.func import functional_call
 from archsearch.gates import Gate, create_gate, get_gate_info
 from archsearch.pruning import host_reads
 from archsearch.pruning.groups import GroupSpec
+from archsearch.pruning.unchanged_prefix import UnchangedPrefix
 from archsearch.pruning.weight_scores import mean_squares
 
 #: the L0 paper starts the input layer's gates mostly open (drop rate 0.2)
@@ -57,6 +58,9 @@ class GatedModel(nn.Module):
         self._survivors: dict[str, torch.Tensor | None] = {}
         self._modules_by_name = dict(base.named_modules())
         self._handles: list[Any] = []
+        #: ARM's antithetic pass reuses what ran before any gate (``unchanged_prefix``)
+        self._prefix = UnchangedPrefix(base) if self.two_pass else None
+        self._antithetic_pass = False
         self._attach_hooks()
 
     def _make_gate(self, group: GroupSpec, options: dict[str, Any]) -> Gate:
@@ -170,9 +174,16 @@ class GatedModel(nn.Module):
                 if g.kind == "weight"
             }
             masked.update(self._input_masked_weights())
-            return functional_call(self.base, masked, (x,)) if masked else self.base(x)
+            with self._recording_prefix(x):
+                return functional_call(self.base, masked, (x,)) if masked else self.base(x)
         finally:
             self._active = None
+
+    def _recording_prefix(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        """A two-pass step's first forward records its ungated prefix for the second."""
+        if self._prefix is None or not self.training or self._antithetic_pass:
+            return contextlib.nullcontext()
+        return self._prefix.recording(x)
 
     def _input_masked_weights(self) -> dict[str, torch.Tensor]:
         """Input features gated as the first layer's weight columns: x (W diag z)^T is
@@ -237,6 +248,8 @@ class GatedModel(nn.Module):
                 module = self._modules_by_name[site]
                 hook = self._output_hook(group, isinstance(module, nn.Linear), index)
                 self._handles.append(module.register_forward_hook(hook))
+        if self._prefix is not None:
+            self._handles.extend(self._prefix.attach())
 
     def _output_hook(self, group: GroupSpec, last_axis: bool, index: tuple[int, ...]):
         """Multiply the module's output on its channel axis: the last one for a Linear layer
@@ -324,10 +337,13 @@ class GatedModel(nn.Module):
         """ARM's second pass: same noise, antithetic samples, BatchNorm statistics untouched."""
         for gate in self.gate_list:
             gate.begin_antithetic()
+        self._antithetic_pass = True
+        reuse = self._prefix.replaying() if self._prefix else contextlib.nullcontext()
         try:
-            with frozen_batchnorm_statistics(self.base):
+            with frozen_batchnorm_statistics(self.base), reuse:
                 yield
         finally:
+            self._antithetic_pass = False
             for gate in self.gate_list:
                 gate.end_antithetic()
 
