@@ -128,6 +128,16 @@ class TrialConfig:
     finetune_lr: float | None = field(
         default=None, metadata=_setting("learning rate of the fine-tuning phase (default: lr)")
     )
+    distill_weight: float = field(
+        default=0.0,
+        metadata=_setting(
+            "share of the fine-tuning loss that distils the dense network the trial started "
+            "from (0: plain cross-entropy; needs trained dense weights)"
+        ),
+    )
+    distill_temperature: float = field(
+        default=4.0, metadata=_setting("softmax temperature of that distillation")
+    )
     gate_lr: float = field(
         default=1e-2, metadata=_setting("Adam learning rate of the gate parameters")
     )
@@ -221,6 +231,14 @@ class TrialConfig:
             if value is not None:
                 _require(value > 0, key, value, "a number > 0")
         _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        share = self.distill_weight
+        _require(0 <= share <= 1, "distill_weight", share, "a share in [0, 1]")
+        _require(
+            self.distill_temperature > 0,
+            "distill_temperature",
+            self.distill_temperature,
+            "a number > 0",
+        )
 
     @property
     def resolved_pretrain_epochs(self) -> int:

@@ -35,11 +35,13 @@ from torch import nn
 from archsearch.config import TrialConfig
 from archsearch.data import DataSplits, iterate_batches
 from archsearch.data.splits import Batches
+from archsearch.distillation import distillation_loss
 from archsearch.errors import DegenerateTrialError
 from archsearch.models import aux_loss_weight, aux_outputs, primary_output
 from archsearch.penalty import penalty, undecided_penalty
 from archsearch.pruning.cost import CostModel
 from archsearch.pruning.gated_model import GatedModel
+from archsearch.pruning.kept_zeros import keep_zeros_zero, zero_masks
 from archsearch.schedules import lr_factor
 
 #: called with each epoch's record (phase, epoch, losses, accuracies, cost ratios)
@@ -318,11 +320,19 @@ def _gate_summary(gated: GatedModel, cost: CostModel, data: DataSplits) -> dict[
     }
 
 
-def finetune(model: nn.Module, run: TrainingRun) -> list[dict[str, Any]]:
-    """Train the hardened subnetwork; weights that hardening zeroed stay zero."""
+def finetune(
+    model: nn.Module, run: TrainingRun, teacher: nn.Module | None = None
+) -> list[dict[str, Any]]:
+    """Train the hardened subnetwork; weights that hardening zeroed stay zero. With a
+    ``teacher`` (the dense network the trial started from) and ``distill_weight`` > 0, that
+    share of the loss matches the teacher's softened outputs (``distillation_loss``)."""
     config = run.config
     lr = config.finetune_lr if config.finetune_lr is not None else config.lr
-    return _plain_epochs(model, run, "finetune", config.finetune_epochs, lr, keep_zeros=True)
+    if config.distill_weight == 0:
+        teacher = None
+    return _plain_epochs(
+        model, run, "finetune", config.finetune_epochs, lr, keep_zeros=True, teacher=teacher
+    )
 
 
 def train_dense(model: nn.Module, run: TrainingRun) -> list[dict[str, Any]]:
@@ -342,25 +352,37 @@ def _plain_epochs(
     epochs: int,
     lr: float,
     keep_zeros: bool = False,
+    teacher: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
-    """Plain cross-entropy training (warm-up and fine-tuning), optionally keeping zeros zero."""
-    optimizer = _adam([_weights(list(model.parameters()), run.config, lr)])
+    """Plain cross-entropy training (warm-up and fine-tuning), optionally keeping zeros zero
+    and distilling ``teacher`` (eval mode, no gradient) with ``distill_weight``."""
+    config = run.config
+    optimizer = _adam([_weights(list(model.parameters()), config, lr)])
     set_rate = _scheduled(optimizer, run, epochs)
-    per_epoch = math.ceil(run.data.size("train") / run.config.batch_size)
-    masks = _zero_masks(model) if keep_zeros else {}
+    per_epoch = math.ceil(run.data.size("train") / config.batch_size)
+    masks = zero_masks(model) if keep_zeros else {}
     aux_weight = aux_loss_weight(model)
+    if teacher is not None:
+        teacher.eval()
 
     def step(
         xb: torch.Tensor, yb: torch.Tensor, epoch: int, index: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         set_rate((epoch - 1) * per_epoch + index)
-        with _autocast(run.config, xb):
+        with _autocast(config, xb):
             logits, loss = _classification_loss(model(xb), yb, aux_weight)
+            optimised = loss
+            if teacher is not None:
+                with torch.no_grad():
+                    target = primary_output(teacher(xb))
+                soft = distillation_loss(logits, target, config.distill_temperature)
+                share = config.distill_weight
+                optimised = (1 - share) * loss + share * soft
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        optimised.backward()
         optimizer.step()
-        _reapply(masks)
-        return logits.detach(), loss.detach(), loss.detach()
+        keep_zeros_zero(masks)
+        return logits.detach(), loss.detach(), optimised.detach()
 
     model.train()
     return _epochs(
@@ -373,20 +395,3 @@ def _plain_epochs(
             "lr": optimizer.param_groups[0]["lr"],
         },
     )
-
-
-def _zero_masks(model: nn.Module) -> dict[torch.Tensor, torch.Tensor]:
-    """Masks of weight tensors that hardening left sparse (weight granularity)."""
-    masks = {}
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nonzero = module.weight.detach() != 0
-            if not bool(nonzero.all()):
-                masks[module.weight] = nonzero
-    return masks
-
-
-@torch.no_grad()
-def _reapply(masks: dict[torch.Tensor, torch.Tensor]) -> None:
-    for weight, mask in masks.items():
-        weight.mul_(mask)

@@ -10,6 +10,7 @@ count FLOPs with fvcore on the hardened module → time it against the dense mod
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ class _Built:
     dense_flops: int
     dense_params: int
     dense_widths: dict[str, tuple[int, int]]
+    #: the dense network as the trial started, for ``distill_weight``; None without it
+    teacher: nn.Module | None = None
 
 
 @dataclass
@@ -203,9 +206,29 @@ def _build(config: TrialConfig, data: DataSplits, device: torch.device) -> _Buil
     dense_flops = count_flops(model, shape).total
     dense_params = count_params(model) - aux_head_params(model)
     widths = dense_widths(model)
+    teacher = _teacher(model, config)
     gated = GatedModel(model, groups, config.gate, config.gate_options).to(device)
     cost = CostModel(geometry, groups, config.penalty_cost)
-    return _Built(gated, cost, shape, dense_flops, dense_params, widths)
+    return _Built(gated, cost, shape, dense_flops, dense_params, widths, teacher)
+
+
+def check_teacher(config: TrialConfig) -> None:
+    """Distillation needs a trained dense network to learn from: the one a trial loads."""
+    if config.distill_weight > 0 and config.init_weights is None:
+        raise ConfigError(
+            "distill_weight needs the trained dense network a trial starts from: set "
+            "init_weights (a search's init: {from: reference} does)"
+        )
+
+
+def _teacher(model: nn.Module, config: TrialConfig) -> nn.Module | None:
+    """A frozen copy of the trained dense network, before the gates train it further."""
+    check_teacher(config)
+    if config.distill_weight == 0:
+        return None
+    teacher = copy.deepcopy(model).eval()
+    drop_aux_heads(teacher)
+    return teacher.requires_grad_(False)
 
 
 def _train(
@@ -218,7 +241,7 @@ def _train(
     history += train_gated(built.gated, built.cost, run)
     hardened = harden(built.gated, built.input_shape)
     drop_aux_heads(hardened.model)  # training-only heads the eval-mode pruning did not see
-    history += finetune(hardened.model, run)
+    history += finetune(hardened.model, run, built.teacher)
     return _Trained(hardened, history, time.perf_counter() - started)
 
 

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "pareto": 0,
     "rungs": 0,
     "schedules": 0,
+    "distillation": 0,
     "user_code": 0,
     "store_file": 0,
     "run_rows": 0,

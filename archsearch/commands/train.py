@@ -122,10 +122,11 @@ def _config(args: argparse.Namespace) -> TrialConfig:
 def run(args: argparse.Namespace) -> int:
     from archsearch.models import get_model_info
     from archsearch.progress import EpochProgress
-    from archsearch.trial import load_data, run_trial
+    from archsearch.trial import check_teacher, load_data, run_trial
 
     config = _config(args)
     get_model_info(config.model)  # an unknown model is one line, before the bar starts
+    check_teacher(config)
     data = load_data(config)
     total = config.resolved_pretrain_epochs + config.epochs + config.finetune_epochs
     with EpochProgress(total, enabled=not args.quiet) as progress:

@@ -160,10 +160,26 @@ def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
     )
     _check_run_shape(spec, check)
     _check_strata(spec, check)
+    _check_teacher(spec, check)
     if "latency" in spec.objectives and base.latency_runtime == "off":
         check.fail("latency.runtime", "off, but latency is an objective: use onnxruntime or torch")
     # last: building a model is the slow check; what it finds is the pre-flight report
     return dataclasses.replace(spec, preflight=check_model(base, spec.params, check))
+
+
+def _check_teacher(spec: SearchSpec, check: Check) -> None:
+    """Distillation learns from the dense network the trials start from: there is none
+    when they start from scratch."""
+    searched = next((p for p in spec.params if p.name == "distill_weight"), None)
+    distils = spec.base.distill_weight > 0 or searched is not None
+    if distils and spec.init_from == "scratch" and spec.base.init_weights is None:
+        where = "space.distill_weight" if searched is not None else "train.distill_weight"
+        check.fail(
+            where,
+            "distils the trained dense network a trial starts from, but the trials start from "
+            "scratch: use init: {from: reference} (the default when the search trains its "
+            "reference) or init.weights",
+        )
 
 
 def _check_run_shape(spec: SearchSpec, check: Check) -> None:

@@ -88,6 +88,7 @@ SPACE_FIELDS: dict[str, str] = {
     "lr_schedule": "lr_schedule",
     "weight_decay": "weight_decay",
     "finetune_lr": "finetune_lr",
+    "distill_weight": "distill_weight",
 }
 
 #: granularities that gate neurons, the only ones input gating applies to

@@ -1,0 +1,20 @@
+"""Knowledge distillation (Hinton et al. 2015) for fine-tuning a pruned network."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Hinton et al.'s soft-target term: KL(teacher || student) of the outputs softened by
+    ``temperature``, times its square so its gradients keep their size as it changes. A
+    pruned network fine-tuned toward the dense one's full output distribution, not only its
+    labels, recovers more of the accuracy pruning took (benchmarks/RESULTS.md, "Fine-tuning
+    toward the dense network")."""
+    soft_student = F.log_softmax(student.float() / temperature, dim=1)
+    soft_teacher = F.log_softmax(teacher.float() / temperature, dim=1)
+    divergence = F.kl_div(soft_student, soft_teacher, reduction="batchmean", log_target=True)
+    return divergence * temperature**2
