@@ -1,7 +1,9 @@
-"""Seconds of every epoch of a whole gated phase of LeNet-300-100, denormals flushed or kept.
+"""Seconds of every epoch of a whole gated phase (LeNet-300-100 by default), denormals kept or
+flushed.
 
 Usage: python benchmarks/long_trial_epochs.py [--epochs 10] [--denormals keep,flush]
        [--gates hard_concrete,arm] [--granularities weight,neuron] [--out F.json]
+       [--model lenet5_caffe --granularities weight,channel]
 
 ``epoch_overhead.py`` times the first epoch of a fresh network, so it never sees what a
 trial's later epochs pay: as training goes on, values fall into float32's denormal range
@@ -44,14 +46,14 @@ def _run(config: TrialConfig, seed: int = 0) -> train.TrainingRun:
 
 def plain_epochs(config: TrialConfig) -> list[dict]:
     torch.manual_seed(0)
-    model = create_model("lenet_300_100", SHAPE, 10)
+    model = create_model(config.model, SHAPE, 10)
     gated = GatedModel(model, [], "hard_concrete")
     return train.pretrain(gated, _run(replace(config, pretrain_epochs=config.epochs)))
 
 
 def gated_epochs(config: TrialConfig, gate: str, granularity: str) -> list[dict]:
     torch.manual_seed(0)
-    model = create_model("lenet_300_100", SHAPE, 10)
+    model = create_model(config.model, SHAPE, 10)
     groups = find_groups(model, SHAPE, granularity)
     gated = GatedModel(model, groups, gate)
     cost = CostModel(layer_geometry(model, SHAPE), groups)
@@ -61,6 +63,7 @@ def gated_epochs(config: TrialConfig, gate: str, granularity: str) -> list[dict]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--model", default="lenet_300_100", help="a bundled 28 x 28 model")
     parser.add_argument("--denormals", default="keep,flush")
     parser.add_argument("--gates", default=",".join(list_gates()))
     parser.add_argument("--granularities", default="weight,neuron")
@@ -73,7 +76,7 @@ def main() -> None:
         torch.set_flush_denormal(False)  # a process starts with them kept
         train.flush_denormals = SHIPPED_FLUSH if setting == "flush" else (lambda: None)
         config = TrialConfig(
-            model="lenet_300_100", data="fashion_mnist", epochs=args.epochs, penalty_lambda=1.0
+            model=args.model, data="fashion_mnist", epochs=args.epochs, penalty_lambda=1.0
         )
         plain = [r["seconds"] for r in plain_epochs(config)]
         rows.append({"denormals": setting, "gate": "(plain)", "granularity": "", "s": plain})
