@@ -1,15 +1,16 @@
-"""Would a longer or gentler fine-tuning lift LeNet-5-Caffe's channel points? Same trials, three
-fine-tuning settings.
+"""Would a longer, gentler or distilled fine-tuning lift LeNet-5-Caffe's channel points? Same
+trials, several fine-tuning settings.
 
 Usage: python benchmarks/finetune_probe.py [--space lenet5_fashion | lenet300_fashion]
-       [--workers 2] [--out benchmarks/finetune_probe.json]
+       [--workers 2] [--settings "NAME;NAME"] [--out benchmarks/finetune_probe.json]
 
 Issue 15 asks a channel point >= 90.0% test at <= 10% of the FLOPs; the 90-minute searches of
 `lenet5_fashion.yaml` ended at 89.7% and 89.6% there. This re-runs two of those channel trials
 as the search ran them (the file's settings, the dense reference trained once as a search
-trains it, each trial started from it) with the fine-tuning as shipped (2 epochs at the
-training rate), 5 epochs, and 2 epochs at a tenth of the rate. Cells run in `--workers`
-processes of one thread each; prints FLOPs % and test accuracy per cell. `--space
+trains it, each trial started from it) with each fine-tuning of ``FINETUNING`` (or those
+``--settings`` names): as shipped (2 epochs at the training rate), 5 epochs, 2 epochs at a
+tenth of the rate, and distilled from the dense reference (``distill_weight``). Cells run in
+`--workers` processes of one thread each; prints FLOPs % and test accuracy per cell. `--space
 lenet300_fashion` runs three LeNet-300-100 trials of that file the same way.
 """
 
@@ -59,6 +60,8 @@ FINETUNING = {
     "as shipped (2 epochs, lr 1e-3)": {},
     "5 epochs, lr 1e-3": {"finetune_epochs": 5},
     "2 epochs, lr 1e-4": {"finetune_lr": 1e-4},
+    "distilled, weight 0.5": {"distill_weight": 0.5},
+    "distilled, weight 0.9": {"distill_weight": 0.9},
 }
 
 
@@ -102,7 +105,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--space", choices=sorted(TRIALS), default="lenet5_fashion")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--settings", help="';'-separated names of the settings to run (default: all)"
+    )
     args = parser.parse_args()
+    chosen = args.settings.split(";") if args.settings else list(FINETUNING)
     context = get_context("spawn")
     with (
         tempfile.TemporaryDirectory(prefix="finetune_probe_") as folder,
@@ -121,6 +128,7 @@ def main() -> None:
             }
             for trial in TRIALS[args.space]
             for name, finetuning in FINETUNING.items()
+            if name in chosen
         ]
         rows = []
         for row in pool.map(run_cell, cells):
