@@ -120,14 +120,19 @@ def magnitude_rows(
     finetune_epochs: int = 2,
     data: DataSplits | None = None,
     structured: bool = False,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """One row per FLOPs ratio: test accuracy of the pruned, fine-tuned model and its FLOPs
-    (validation accuracy too, so a search's table can choose among them the same way)."""
+    (validation accuracy too, so a search's table can choose among them the same way).
+    ``seed`` sets the dense network's start, the batch order and the validation split, as a
+    trial's seed does: the baseline's spread across seeds is the yardstick for how far a
+    search's figure may fall short of it by chance."""
     config = TrialConfig(
         model=model_name,
         data="fashion_mnist",
         pretrain_epochs=epochs,
         finetune_epochs=finetune_epochs,
+        seed=seed,
     )
     data = data or load_data(config)
     shape = data.input_shape
@@ -170,6 +175,7 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--structured", action="store_true", help="whole units, Torch-Pruning")
     parser.add_argument("--json", type=Path, help="append the rows to this file as a baseline")
+    parser.add_argument("--seed", type=int, default=0, help="the dense network's and the data's")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -179,10 +185,13 @@ def main() -> None:
         epochs=args.epochs,
         finetune_epochs=args.finetune_epochs,
         structured=args.structured,
+        seed=args.seed,
     )
     if args.json:
         kind = "structured (Torch-Pruning, L2)" if args.structured else "global"
         label = f"magnitude, {kind}, {args.epochs} + {args.finetune_epochs} epochs"
+        if args.seed:
+            label += f", seed {args.seed}"
         baselines = json.loads(args.json.read_text()) if args.json.exists() else []
         args.json.write_text(json.dumps([*baselines, {"label": label, "rows": rows}]) + "\n")
     print("| model | FLOPs ratio asked | FLOPs % of dense | test acc |")
