@@ -85,6 +85,8 @@ class ExportFormat:
     write: Callable[[nn.Module, dict[str, Any], Path], None]
     load: Callable[[Path], Runner]
     companions: Callable[[Path], tuple[Path, ...]] = lambda _path: ()
+    #: output file suffixes that name this format when ``--format`` is left out
+    suffixes: tuple[str, ...] = ()
 
 
 # -- the formats ---------------------------------------------------------------------------
@@ -166,18 +168,21 @@ FORMATS: dict[str, ExportFormat] = {
         "onnxruntime",
         _write_onnx,
         _load_onnx,
+        suffixes=(".onnx",),
     ),
     "torchscript": ExportFormat(
         "scripted TorchScript module (torch.jit.load)",
         "torch.jit.load",
         _write_torchscript,
         _load_torchscript,
+        suffixes=(".pt", ".torchscript"),  # torch.jit.save's examples write .pt
     ),
     "pt2": ExportFormat(
         "torch.export program with a dynamic batch axis (torch.export.load)",
         "torch.export.load",
         _write_pt2,
         _load_pt2,
+        suffixes=(".pt2",),
     ),
     "safetensors": ExportFormat(
         "weights plus <output>.json description (archsearch.subnetwork.rebuild_subnetwork)",
@@ -185,8 +190,23 @@ FORMATS: dict[str, ExportFormat] = {
         _write_safetensors,
         _load_safetensors,
         lambda path: (description_path(path),),
+        suffixes=(".safetensors",),
     ),
 }
+
+
+def format_for(output: Path) -> str:
+    """The format an output file's suffix names (``model.onnx``: onnx), so ``-o model.onnx``
+    needs no ``--format``; a suffix that names none is an error that lists the ones that do."""
+    suffix = output.suffix.lower()
+    for name, fmt in FORMATS.items():
+        if suffix in fmt.suffixes:
+            return name
+    known = ", ".join(f"{s} ({name})" for name, fmt in FORMATS.items() for s in fmt.suffixes)
+    raise ExportError(
+        f"cannot tell the format from the output name {output.name!r}; add --format "
+        f"(one of: {', '.join(FORMATS)}) or end it in one of: {known}"
+    )
 
 
 def get_format(name: str) -> ExportFormat:

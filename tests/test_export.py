@@ -249,3 +249,20 @@ def test_cli_prints_path_size_flops_params_and_verification(trials, tmp_path, ca
     assert str(output) in out and f"{output.stat().st_size:,} bytes" in out
     assert f"{metrics['flops']:,}" in out and f"{metrics['params']:,}" in out
     assert "torch.jit.load matches" in out
+
+
+def test_output_suffix_names_the_format_when_format_is_left_out(trials, tmp_path, capsys) -> None:
+    trial, _ = trials["mlp_inputs"]
+    output = tmp_path / "m.onnx"
+    assert main(["export", str(trial), "-o", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert f"{output}  (onnx," in out and "onnxruntime matches" in out
+    assert output.read_bytes()[:2] != b"PK"  # an ONNX protobuf, not a TorchScript zip
+
+
+def test_output_suffix_that_names_no_format_is_one_line(trials, tmp_path, capsys) -> None:
+    trial, _ = trials["mlp_inputs"]
+    output = tmp_path / "m.bin"
+    err = _cli_error(["export", str(trial), "-o", str(output)], capsys)
+    assert "'m.bin'" in err and "--format" in err and ".onnx (onnx)" in err
+    assert not output.exists()

@@ -43,9 +43,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format",
         dest="fmt",
-        required=True,
         metavar="FORMAT",
-        help="one of: {format_names}",
+        help="one of: {format_names}; left out, the output's suffix says ({suffixes})",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     add_budget(p, "export the best front member with")
@@ -72,17 +71,21 @@ def _help_names() -> dict[str, str]:
         "tolerance": f"{TOLERANCE:g}",
         "formats": "; ".join(f"{name}: {fmt.summary}" for name, fmt in FORMATS.items()),
         "format_names": ", ".join(FORMATS),
+        "suffixes": ", ".join(
+            f"{suffix}: {name}" for name, fmt in FORMATS.items() for suffix in fmt.suffixes
+        ),
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.export import export_subnetwork, get_format
+    from archsearch.export import export_subnetwork, format_for, get_format
 
     source, budget = args.source, budget_of(args)
+    fmt = args.fmt or format_for(args.output)
+    get_format(fmt)  # a bad format is reported before the store is read
     if budget:
-        get_format(args.fmt)  # a bad format is reported before the store is read
         source = _best_within(args.source, budget, args.tracking_uri)
-    report = export_subnetwork(source, args.fmt, args.output, tracking_uri=args.tracking_uri)
+    report = export_subnetwork(source, fmt, args.output, tracking_uri=args.tracking_uri)
     print(format_report(report, accuracy=_accuracy_line(source, args.tracking_uri)))
     return 0
 
