@@ -35,6 +35,8 @@ its time budget:
 - R: S with random sampling (one random sampler per granularity, FIFO): C on today's file
 - T: S with ``sampler.start: spread`` (each study's first 10 trials a Latin hypercube)
 - U: H with ``sampler.start: spread``, measured against T
+- V: H from 3 gated epochs (``grace_epochs: 3``: one rung, at epoch 3 of 10), so a rung
+  sees costs nearer where trials end
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -113,6 +115,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "H": {
         "label": "the shipped file with MOASHA, rank: hypervolume above the constraint",
         "scheduler": {**MOASHA, "rank": "hypervolume"},
+        "shipped": True,
+        "versus": "S",
+    },
+    "V": {
+        "label": "the shipped file with MOASHA (as H) from 3 gated epochs (grace 3: one rung)",
+        "scheduler": {**MOASHA, "grace_epochs": 3, "rank": "hypervolume"},
         "shipped": True,
         "versus": "S",
     },
