@@ -195,6 +195,10 @@ FORMATS: dict[str, ExportFormat] = {
 }
 
 
+#: every suffix that names a format, with the format: ".onnx (onnx), .pt (torchscript), ..."
+SUFFIX_LIST = ", ".join(f"{s} ({name})" for name, fmt in FORMATS.items() for s in fmt.suffixes)
+
+
 def format_for(output: Path) -> str:
     """The format an output file's suffix names (``model.onnx``: onnx), so ``-o model.onnx``
     needs no ``--format``; a suffix that names none is an error that lists the ones that do."""
@@ -202,10 +206,9 @@ def format_for(output: Path) -> str:
     for name, fmt in FORMATS.items():
         if suffix in fmt.suffixes:
             return name
-    known = ", ".join(f"{s} ({name})" for name, fmt in FORMATS.items() for s in fmt.suffixes)
     raise ExportError(
         f"cannot tell the format from the output name {output.name!r}; add --format "
-        f"(one of: {', '.join(FORMATS)}) or end it in one of: {known}"
+        f"(one of: {', '.join(FORMATS)}) or end it in one of: {SUFFIX_LIST}"
     )
 
 

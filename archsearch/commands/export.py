@@ -65,15 +65,13 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def _help_names() -> dict[str, str]:
-    from archsearch.export import FORMATS, TOLERANCE
+    from archsearch.export import FORMATS, SUFFIX_LIST, TOLERANCE
 
     return {
         "tolerance": f"{TOLERANCE:g}",
         "formats": "; ".join(f"{name}: {fmt.summary}" for name, fmt in FORMATS.items()),
         "format_names": ", ".join(FORMATS),
-        "suffixes": ", ".join(
-            f"{suffix}: {name}" for name, fmt in FORMATS.items() for suffix in fmt.suffixes
-        ),
+        "suffixes": SUFFIX_LIST,
     }
 
 
