@@ -166,12 +166,16 @@ class DenseReference:
 
 
 def dense_reference(
-    config: TrialConfig, data: DataSplits | None = None, threads: int | None = None
+    config: TrialConfig,
+    data: DataSplits | None = None,
+    threads: int | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> DenseReference:
     """The search's dense reference: the network of ``init_weights`` measured as loaded, or,
     without them, the network a trial starts from (same seed) trained without gates on the
     trial's schedule (``train.train_dense``: ``epochs`` + ``finetune_epochs``). ``threads``:
-    torch's, as a search trial sets them (the search runs this as a Ray task)."""
+    torch's, as a search trial sets them; ``on_epoch`` is told of each epoch (a search
+    training it in its own process stops there when its time budget is spent)."""
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
@@ -181,7 +185,8 @@ def dense_reference(
     trained = config.init_weights is None
     started = time.perf_counter()
     if trained:
-        train_dense(model, TrainingRun(config, data, torch.Generator().manual_seed(config.seed)))
+        generator = torch.Generator().manual_seed(config.seed)
+        train_dense(model, TrainingRun(config, data, generator, on_epoch))
     metrics = {
         "val_accuracy": accuracy(model, data, "val"),
         "test_accuracy": accuracy(model, data, "test"),

@@ -240,7 +240,7 @@ def test_trials_from_the_reference_start_from_its_weights(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr[-3000:]
     err = done.stderr
     # the trials wait for it, so it trains on both of their slots' CPUs, not one
-    assert "2 CPU / 0 GPU as a Ray task, before the first trial (init.from: reference)" in err
+    assert "2 CPU / 0 GPU in this process, before the first trial (init.from: reference)" in err
     assert err.index("dense reference (trained here") < err.index("[1/2 done")
 
     client, parent, _, trials = _store(tmp_path, "from-ref")
@@ -261,6 +261,30 @@ def test_trials_from_the_reference_start_from_its_weights(tmp_path: Path) -> Non
 
 
 REFERENCE_ARTIFACT = "reference/weights.safetensors"
+
+
+def test_a_time_budget_spent_on_the_reference_is_one_line_and_starts_no_trial(
+    tmp_path: Path,
+) -> None:
+    # trained in the driver's own process on a local Ray: the budget is looked at after each
+    # epoch, so a reference far longer than the budget ends the search within an epoch or so
+    raw = tiny_space(
+        "late-ref",
+        trials=2,
+        init={"from": "reference"},
+        data={"name": "synthetic", "options": {"n_samples": 4096}},
+        train={"epochs": 400, "finetune_epochs": 0, "batch_size": 64},
+        **ON,
+    )
+    write_space(tmp_path, raw)
+    done = run_cli_subprocess(tmp_path, "search", "space.yaml", "--time-budget", "1s")
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert "the time budget ran out while the dense reference trained" in last
+    assert "[1/2 done" not in done.stderr
+    _, parent, children, _ = _store(tmp_path, "late-ref")
+    assert children == [] and parent.info.status == "FAILED"
+    assert "archsearch.reference" not in parent.data.tags
 
 
 @pytest.mark.slow

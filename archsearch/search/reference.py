@@ -2,12 +2,16 @@
 
 A search without ``init.weights`` trains the dense network once: no gates, the trials' own
 settings and schedule (``trial.dense_reference``: ``epochs`` + ``finetune_epochs``, same seed,
-same data split); one with them measures the loaded network. Either way it is a Ray task with
-a trial's resources (the CPUs of every trial slot when the trials wait for it), so on a
-cluster it runs on a node that has the data. With ``init:
-{from: reference}`` (the default where one is trained) the trials wait for it; otherwise it
-runs beside them, taking one trial's place while it lasts (a search of N trials at
-concurrency c takes about 1/c of a trial longer, not a whole trial). ``reference: {train:
+same data split); one with them measures the loaded network. With ``init: {from: reference}``
+(the default where one is trained) the trials wait for it, and it trains on the CPUs of every
+trial slot; otherwise it runs beside them as a Ray task with a trial's resources, taking one
+trial's place while it lasts (a search of N trials at concurrency c takes about 1/c of a trial
+longer, not a whole trial). Where it runs when the trials wait: on a local Ray, in the
+driver's own process, which has torch imported and the data loaded (a Ray task starts a
+worker that imports both and loads the data again: a LeNet-300-100 search's first trial
+started 1.1-2.6 s sooner, benchmarks/RESULTS.md "The reference in the driver"); on a
+cluster, as a Ray task, so it runs on a node that has the data, and with ``resources.gpu``,
+where the driver would hold a CUDA context for the whole search. ``reference: {train:
 false}`` turns the training off.
 
 It is no trial: it is logged on the parent run (``reference.*`` metrics, the
@@ -31,10 +35,13 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ray
+import torch
 from safetensors.torch import save_file
 
+from archsearch.data import DataSplits
 from archsearch.errors import ArchSearchError, first_line
 from archsearch.pareto import format_reference
 from archsearch.search.budget import TimeBudget
@@ -60,20 +67,25 @@ def start_reference(
     experiment_path: Path,
     budget: TimeBudget,
     emit: ProgressFn,
+    data: DataSplits | None = None,
 ) -> SearchSpec:
     """Start (or find, on ``--resume``) the search's dense reference; returns the spec its
-    trials run: with ``init: {from: reference}``, starting from the reference's weights."""
+    trials run: with ``init: {from: reference}``, starting from the reference's weights.
+    ``data``: the data set a local search loaded in this process (None on a cluster)."""
     logged = tracker.reference()
     if logged is not None:
         emit(f"{format_reference(logged)}; kept from this search's first run")
     elif spec.base.init_weights or spec.reference_train:
-        job = ReferenceJob(spec, budget, emit)
         log = _logger(tracker, experiment_path, emit)
         if spec.init_from != "reference":
+            job = ReferenceJob(spec, budget, emit)
             job.watch(log)
             tracker.finish_waits_for(job.end)
             return spec
-        log(job.wait_before_trials())
+        if data is None or spec.gpu > 0:  # a cluster; a GPU context the driver would keep
+            log(ReferenceJob(spec, budget, emit).wait_before_trials())
+        else:
+            log(train_here(spec, data, budget, emit))
     if spec.init_from != "reference":
         return spec
     weights = _weights_file(tracker, experiment_path)
@@ -91,6 +103,36 @@ def reference_cpus(spec: SearchSpec) -> float:
     nodes = node_resources()
     widest = max((r.get("CPU", 0) for r in nodes if r.get("GPU", 0) >= spec.gpu), default=0)
     return max(spec.cpu, min(spec.cpu * spec.concurrency, widest))
+
+
+class _BudgetSpent(Exception):
+    """Raised at an epoch's end of a reference training here once the time budget is spent."""
+
+
+def train_here(
+    spec: SearchSpec, data: DataSplits, budget: TimeBudget, emit: ProgressFn
+) -> DenseReference:
+    """The reference for trials that wait for it, trained in this process on ``data`` with the
+    threads of every trial slot; torch's thread count is put back after. The time budget is
+    checked at each epoch's end; Ctrl-C stops it at once, as it would the Ray task."""
+    cpus = reference_cpus(spec)
+    emit(_starting_line(spec, cpus, where="in this process"))
+    threads = torch.get_num_threads()
+
+    def stop_when_spent(record: dict[str, Any]) -> None:
+        if budget.over():
+            raise _BudgetSpent
+
+    try:
+        return dense_reference(spec.base, data, threads=max(1, int(cpus)), on_epoch=stop_when_spent)
+    except _BudgetSpent:
+        raise ArchSearchError(_OUT_OF_TIME) from None
+    except ArchSearchError:
+        raise
+    except Exception as error:
+        raise ArchSearchError(_failed_line(_cause(error))) from None
+    finally:
+        torch.set_num_threads(threads)
 
 
 class ReferenceJob:
@@ -130,18 +172,12 @@ class ReferenceJob:
         try:
             result = self.result()
         except ray.exceptions.RayError as error:
-            raise ArchSearchError(
-                f"the dense reference failed ({_cause(error)}); init.from: reference starts "
-                f"every trial from it, so the search cannot start"
-            ) from None
+            raise ArchSearchError(_failed_line(_cause(error))) from None
         except BaseException:
             ray.cancel(self.ref, force=True)
             raise
         if result is None:
-            raise ArchSearchError(
-                "the time budget ran out while the dense reference trained, before the first "
-                "trial (init.from: reference); give the search more time"
-            )
+            raise ArchSearchError(_OUT_OF_TIME)
         return result
 
     def watch(self, log: Callable[[DenseReference], None]) -> None:
@@ -211,10 +247,23 @@ def _weights_file(tracker: SearchTracker, experiment_path: Path) -> str:
     return str(path)
 
 
-def _starting_line(spec: SearchSpec, cpus: float) -> str:
+_OUT_OF_TIME = (
+    "the time budget ran out while the dense reference trained, before the first trial "
+    "(init.from: reference); give the search more time"
+)
+
+
+def _failed_line(cause: str) -> str:
+    return (
+        f"the dense reference failed ({cause}); init.from: reference starts every trial from "
+        f"it, so the search cannot start"
+    )
+
+
+def _starting_line(spec: SearchSpec, cpus: float, where: str = "as a Ray task") -> str:
     if spec.base.init_weights:
         return f"measuring the dense network loaded from {spec.base.init_weights} ..."
-    where = f"{cpus:g} CPU / {spec.gpu:g} GPU as a Ray task"
+    where = f"{cpus:g} CPU / {spec.gpu:g} GPU {where}"
     epochs = f"{spec.base.epochs} + {spec.base.finetune_epochs} epochs, no gates"
     when = (
         "before the first trial (init.from: reference)"

@@ -139,7 +139,12 @@ def run_search(
             with ray_session(spec, address):
                 require_resources(spec)
                 _join(store)
-                return _run(spec, path, uri, resume, on_progress, data, budget)
+                outcome, ending = _run(spec, path, uri, resume, on_progress, data, budget)
+                ending.start()
+            # Ray shut down (~1.3 s, benchmarks/RESULTS.md "The reference in the driver")
+            # while the front's models were logged
+            ending.join()
+            return outcome
         finally:
             _join(store)  # never a half-made store: Ray's start can fail too
 
@@ -163,7 +168,7 @@ def _run(
     on_progress: ProgressFn,
     data: DataSplits | None,
     budget: TimeBudget,
-) -> SearchOutcome:
+) -> tuple[SearchOutcome, _Ending]:
     tracker = SearchTracker(
         spec.name,
         tracking_uri=uri,
@@ -185,7 +190,7 @@ def _run(
     on_progress(_banner(spec, path, uri, tracker.parent_run_id, resume, budget))
     write_settings(spec, path, uri)
     try:
-        spec = _measure_reference(spec, tracker, path, budget, on_progress)
+        spec = _measure_reference(spec, tracker, path, budget, on_progress, data)
         # A second Ctrl-C raises out of fit: Ray skips its final save, and the last one holds.
         # retry first: it decides before the others see a trial; the keeper last, always (Ray
         # restores callback states by position)
@@ -207,14 +212,46 @@ def _run(
     _count(outcome, tracker, progress.ended(), budget)
     if outcome.budget_ended:
         mark_budget_ended(path)
+    # what still runs on Ray (a reference beside the trials) ends here; the rest needs MLflow only
+    tracker.end_pending("KILLED" if outcome.interrupted else "FINISHED")
+    return outcome, _Ending(lambda: _finish(outcome, tracker, spec.name, on_progress))
+
+
+def _finish(
+    outcome: SearchOutcome, tracker: SearchTracker, name: str, on_progress: ProgressFn
+) -> None:
+    """End the parent run (the front's models logged, for a search that ran to its end) and
+    log the dashboard."""
     if outcome.interrupted:
         tracker.finish(status="KILLED", log_front_models=False)  # --resume sets it RUNNING
     else:
         on_progress(f"logging the {len(tracker.front())} front models in MLflow ...")
         outcome.front = tracker.finish()
     if not tracker.outage.gave_up:  # the dashboard, too, waits out a server that is away
-        tracker.when_answering(_log_dashboard, tracker, spec.name)
-    return outcome
+        tracker.when_answering(_log_dashboard, tracker, name)
+
+
+class _Ending:
+    """The end of a search in a thread of its own, started before Ray shuts down; ``join``
+    raises what it raised (a tracking server that stayed away, say)."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work, self._error = work, None
+        self._thread = threading.Thread(target=self._run, name="archsearch-end", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        except BaseException as error:  # handed to the caller's thread in join
+            self._error = error
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 @contextlib.contextmanager
@@ -260,13 +297,19 @@ def _stop_reason(book: RungBook, budget: TimeBudget) -> Callable[[str], str | No
 
 
 def _measure_reference(
-    spec: SearchSpec, tracker: SearchTracker, path: Path, budget: TimeBudget, emit: ProgressFn
+    spec: SearchSpec,
+    tracker: SearchTracker,
+    path: Path,
+    budget: TimeBudget,
+    emit: ProgressFn,
+    data: DataSplits | None,
 ) -> SearchSpec:
     """The dense network every pruned trial is compared with, once per search: trained (or
     measured, from ``init.weights``) as a Ray task beside the trials, or before them when
-    they start from it (``init: {from: reference}``); a resumed search keeps the one its
-    parent run holds (``archsearch.search.reference``). Returns the spec the trials run."""
-    return start_reference(spec, tracker, path, budget, emit)
+    they start from it (``init: {from: reference}``; then in this process on a local Ray);
+    a resumed search keeps the one its parent run holds (``archsearch.search.reference``).
+    Returns the spec the trials run."""
+    return start_reference(spec, tracker, path, budget, emit, data)
 
 
 def _log_dashboard(tracker: SearchTracker, name: str) -> None:

@@ -192,6 +192,13 @@ class SearchTracker:
         with self._lock, store_errors(self.tracking_uri):
             write_reference(self.client, self.parent_run_id, values, source, weights)
 
+    def end_pending(self, status: str) -> None:
+        """Wait for (a search that ran to its end: ``status`` FINISHED) or stop the work
+        ``finish_waits_for`` registered; ``finish`` does it first, a caller that needs Ray
+        gone before ``finish`` (it runs on Ray) calls it earlier."""
+        while self._pending:
+            self._pending.pop(0)(status == "FINISHED")
+
     def finish_waits_for(self, end: Callable[[bool], None]) -> None:
         """``end(True)`` first thing in a ``finish`` of a search that ran to its end (work its
         summary needs: the dense reference trained beside the trials), ``end(False)`` in any
@@ -356,8 +363,7 @@ class SearchTracker:
         for a tracking server that is away, up to the outage limit (then ``StoreOutage``),
         except for a FAILED search: its error goes first, and a parent left RUNNING by a
         driver that is gone stays resumable."""
-        while self._pending:
-            self._pending.pop(0)(status == "FINISHED")
+        self.end_pending(status)
         if status == "FAILED":
             if self.outage.gave_up or not self.outage.answering():
                 return []
