@@ -194,8 +194,8 @@ class SearchTracker:
 
     def end_pending(self, status: str) -> None:
         """Wait for (a search that ran to its end: ``status`` FINISHED) or stop the work
-        ``finish_waits_for`` registered; ``finish`` does it first, a caller that needs Ray
-        gone before ``finish`` (it runs on Ray) calls it earlier."""
+        ``finish_waits_for`` registered. ``finish`` does it first; a search that shuts Ray
+        down before ``finish`` calls it earlier, since that work runs on Ray."""
         while self._pending:
             self._pending.pop(0)(status == "FINISHED")
 
