@@ -116,7 +116,7 @@ def train_here(
     threads of every trial slot; torch's thread count is put back after. The time budget is
     checked at each epoch's end; Ctrl-C stops it at once, as it would the Ray task."""
     cpus = reference_cpus(spec)
-    emit(_starting_line(spec, cpus, where="in this process"))
+    emit(_starting_line(spec, cpus, place="in this process"))
     threads = torch.get_num_threads()
 
     def stop_when_spent(record: dict[str, Any]) -> None:
@@ -260,10 +260,10 @@ def _failed_line(cause: str) -> str:
     )
 
 
-def _starting_line(spec: SearchSpec, cpus: float, where: str = "as a Ray task") -> str:
+def _starting_line(spec: SearchSpec, cpus: float, place: str = "as a Ray task") -> str:
     if spec.base.init_weights:
         return f"measuring the dense network loaded from {spec.base.init_weights} ..."
-    where = f"{cpus:g} CPU / {spec.gpu:g} GPU {where}"
+    where = f"{cpus:g} CPU / {spec.gpu:g} GPU {place}"
     epochs = f"{spec.base.epochs} + {spec.base.finetune_epochs} epochs, no gates"
     when = (
         "before the first trial (init.from: reference)"
