@@ -128,6 +128,13 @@ class TrialConfig:
     finetune_lr: float | None = field(
         default=None, metadata=_setting("learning rate of the fine-tuning phase (default: lr)")
     )
+    finetune_lr_schedule: str | None = field(
+        default=None,
+        metadata=_setting(
+            "schedule of the fine-tuning phase's rate: constant, cosine or step "
+            "(default: lr_schedule)"
+        ),
+    )
     distill_weight: float = field(
         default=0.0,
         metadata=_setting(
@@ -193,6 +200,8 @@ class TrialConfig:
             "latency_runtime": LATENCY_RUNTIMES,
             "lr_schedule": tuple(SCHEDULES),
         }
+        if self.finetune_lr_schedule is not None:
+            choices["finetune_lr_schedule"] = tuple(SCHEDULES)
         for key, allowed in choices.items():
             value = getattr(self, key)
             _require(value in allowed, key, value, " or ".join(allowed))

@@ -93,11 +93,12 @@ def _weights(params: list[nn.Parameter], config: TrialConfig, lr: float) -> dict
 
 
 def _scheduled(
-    optimizer: torch.optim.Optimizer, run: TrainingRun, epochs: int
+    optimizer: torch.optim.Optimizer, run: TrainingRun, epochs: int, schedule: str | None = None
 ) -> Callable[[int], None]:
-    """Sets the weights' rate for each step of a phase of ``epochs`` (``archsearch.schedules``);
-    returns the per-step setter."""
+    """Sets the weights' rate for each step of a phase of ``epochs`` (``archsearch.schedules``;
+    ``schedule``, else ``lr_schedule``); returns the per-step setter."""
     config = run.config
+    schedule = schedule or config.lr_schedule
     per_epoch = math.ceil(run.data.size("train") / config.batch_size)
     total, warmup = epochs * per_epoch, config.lr_warmup_epochs * per_epoch
     groups = [g for g in optimizer.param_groups if g.get("scheduled")]
@@ -105,7 +106,7 @@ def _scheduled(
         group["base_lr"] = group["lr"]
 
     def set_rate(step: int) -> None:
-        factor = lr_factor(config.lr_schedule, step, total, warmup)
+        factor = lr_factor(schedule, step, total, warmup)
         for group in groups:
             group["lr"] = group["base_lr"] * factor
 
@@ -358,7 +359,8 @@ def _plain_epochs(
     and distilling ``teacher`` (eval mode, no gradient) with ``distill_weight``."""
     config = run.config
     optimizer = _adam([_weights(list(model.parameters()), config, lr)])
-    set_rate = _scheduled(optimizer, run, epochs)
+    schedule = config.finetune_lr_schedule if phase == "finetune" else None
+    set_rate = _scheduled(optimizer, run, epochs, schedule)
     per_epoch = math.ceil(run.data.size("train") / config.batch_size)
     masks = zero_masks(model) if keep_zeros else {}
     aux_weight = aux_loss_weight(model)

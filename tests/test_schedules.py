@@ -43,6 +43,7 @@ def test_warm_up_ramps_to_the_full_rate_then_the_schedule_starts() -> None:
         ("lr_schedule", "linear", "expected constant or cosine or step"),
         ("weight_decay", -0.1, "expected a number >= 0"),
         ("finetune_lr", 0.0, "expected a number > 0"),
+        ("finetune_lr_schedule", "linear", "expected constant or cosine or step"),
         ("lr_warmup_epochs", -1, "expected an integer >= 0"),
     ],
 )
@@ -80,6 +81,13 @@ def test_each_phase_ends_its_own_cosine_near_zero_and_fine_tunes_at_its_own_rate
     assert set(_rates(constant, "gated")) == {1e-2} and set(_rates(constant, "finetune")) == {1e-2}
 
 
+def test_fine_tuning_may_anneal_while_the_gated_phase_keeps_its_constant_rate() -> None:
+    history = _trial(lr=1e-2, finetune_lr_schedule="cosine").history
+    assert set(_rates(history, "gated")) == {1e-2}
+    finetune = _rates(history, "finetune")
+    assert finetune == sorted(finetune, reverse=True) and finetune[-1] < 1e-4
+
+
 def test_weight_decay_shrinks_the_weights() -> None:
     def norm(result) -> float:
         return sum(float(p.detach().pow(2).sum()) for p in result.model.parameters())
@@ -98,9 +106,19 @@ def test_a_space_searches_the_schedule_and_checks_it(tmp_path) -> None:
     space = tiny_space()["space"] | {
         "lr_schedule": ["constant", "cosine"],
         "weight_decay": {"loguniform": [1e-5, 1e-2]},
+        "finetune_lr_schedule": ["constant", "cosine"],
     }
     spec = load_spec(write_space(tmp_path, tiny_space(space=space)))
-    config = spec.trial_config({"gate": "arm", "lr_schedule": "cosine", "weight_decay": 1e-3})
+    config = spec.trial_config(
+        {
+            "gate": "arm",
+            "lr_schedule": "cosine",
+            "weight_decay": 1e-3,
+            "finetune_lr_schedule": "cosine",
+        }
+    )
     assert (config.lr_schedule, config.weight_decay) == ("cosine", 1e-3)
-    bad = tiny_space(space=tiny_space()["space"] | {"lr_schedule": ["cosine", "linear"]})
-    assert "space.lr_schedule: " in space_error(tmp_path, bad)
+    assert config.finetune_lr_schedule == "cosine"
+    for key in ("lr_schedule", "finetune_lr_schedule"):
+        bad = tiny_space(space=tiny_space()["space"] | {key: ["cosine", "linear"]})
+        assert f"space.{key}: " in space_error(tmp_path, bad)

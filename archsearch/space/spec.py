@@ -88,6 +88,7 @@ SPACE_FIELDS: dict[str, str] = {
     "lr_schedule": "lr_schedule",
     "weight_decay": "weight_decay",
     "finetune_lr": "finetune_lr",
+    "finetune_lr_schedule": "finetune_lr_schedule",
     "distill_weight": "distill_weight",
 }
 
