@@ -2,16 +2,20 @@
 trials, several fine-tuning settings.
 
 Usage: python benchmarks/finetune_probe.py [--space lenet5_fashion | lenet300_fashion]
-       [--workers 2] [--settings "NAME;NAME"] [--out benchmarks/finetune_probe.json]
+       [--workers 2] [--settings "NAME;NAME"] [--reference-too]
+       [--out benchmarks/finetune_probe.json]
 
 Issue 15 asks a channel point >= 90.0% test at <= 10% of the FLOPs; the 90-minute searches of
 `lenet5_fashion.yaml` ended at 89.7% and 89.6% there. This re-runs two of those channel trials
 as the search ran them (the file's settings, the dense reference trained once as a search
 trains it, each trial started from it) with each fine-tuning of ``FINETUNING`` (or those
 ``--settings`` names): as shipped (2 epochs at the training rate), 5 epochs, 2 epochs at a
-tenth of the rate, and distilled from the dense reference (``distill_weight``). Cells run in
-`--workers` processes of one thread each; prints FLOPs % and test accuracy per cell. `--space
-lenet300_fashion` runs three LeNet-300-100 trials of that file the same way.
+tenth of the rate, a cosine fine-tuning (``finetune_lr_schedule``), and distilled from the
+dense reference (``distill_weight``). Cells run in `--workers` processes of one thread each;
+prints FLOPs % and test accuracy per cell. `--space lenet300_fashion` runs seven LeNet-300-100
+trials of that file the same way. A search also fine-tunes its dense reference with the file's
+fine-tuning settings; `--reference-too` starts each setting's cells from a reference
+fine-tuned with that setting, as such a search would, instead of the file's.
 """
 
 from __future__ import annotations
@@ -32,40 +36,48 @@ from gate_targets import _start_worker  # one thread a cell, warnings off
 
 OUT = Path(__file__).resolve().parent / "finetune_probe.json"
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+def _trial(gate: str, granularity: str, penalty_lambda: float, **more: Any) -> dict[str, Any]:
+    return {"gate": gate, "granularity": granularity, "penalty.lambda": penalty_lambda, **more}
+
+
 #: per bundled space, trials as a search samples them: for lenet5_fashion, channel trials of
-#: its two 90-minute searches (benchmarks/RESULTS.md); for lenet300_fashion, a weight and a
-#: neuron point at a few percent of the FLOPs, to see whether a gain carries over
+#: its two 90-minute searches (benchmarks/RESULTS.md); for lenet300_fashion, weight and neuron
+#: points at 0.2-2% and at 6-12% of the FLOPs, to see whether a gain carries over
 TRIALS = {
     "lenet5_fashion": (
-        {"gate": "arm", "granularity": "channel", "penalty.lambda": 5.28},
-        {
-            "gate": "diffprune",
-            "granularity": "channel",
-            "penalty.lambda": 3.31,
-            "diffprune.tau_min": 0.0299,
-        },
+        _trial("arm", "channel", 5.28),
+        _trial("diffprune", "channel", 3.31, **{"diffprune.tau_min": 0.0299}),
     ),
     "lenet300_fashion": (
-        {"gate": "hard_concrete", "granularity": "weight", "penalty.lambda": 100.0},
-        {"gate": "diffprune", "granularity": "weight", "penalty.lambda": 30.0},
-        {
-            "gate": "trainable_gate",
-            "granularity": "neuron",
-            "gate_inputs": True,
-            "penalty.lambda": 10.0,
-        },
+        _trial("hard_concrete", "weight", 100.0),
+        _trial("diffprune", "weight", 30.0),
+        _trial("trainable_gate", "neuron", 10.0, gate_inputs=True),
+        # the 5-25% band, where issue 9's fronts fell short of magnitude pruning
+        _trial("trainable_gate", "weight", 3.0),
+        _trial("diffprune", "weight", 5.0),
+        _trial("learned_threshold", "weight", 2.0),
+        _trial("hard_concrete", "neuron", 3.0, gate_inputs=True),
     ),
 }
 FINETUNING = {
     "as shipped (2 epochs, lr 1e-3)": {},
     "5 epochs, lr 1e-3": {"finetune_epochs": 5},
     "2 epochs, lr 1e-4": {"finetune_lr": 1e-4},
+    "2 epochs, cosine from 1e-3": {"finetune_lr_schedule": "cosine"},
     "distilled, weight 0.5": {"distill_weight": 0.5},
     "distilled, weight 0.9": {"distill_weight": 0.9},
 }
 
 
-def _reference(space: str, path: str) -> float:
+#: the settings a dense reference also reads (its last phase is a fine-tuning)
+REFERENCE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_lr_schedule")
+
+
+def _reference(space: str, path: str, finetuning: dict[str, Any] | None = None) -> float:
+    import dataclasses
+
     import torch
     from safetensors.torch import save_file
 
@@ -73,7 +85,9 @@ def _reference(space: str, path: str) -> float:
     from archsearch.trial import dense_reference
 
     torch.set_num_threads(2)  # trained alone, before the cells, as a search trains it
-    reference = dense_reference(load_spec(SPACES / f"{space}.yaml").base)
+    config = load_spec(SPACES / f"{space}.yaml").base
+    own = {k: v for k, v in (finetuning or {}).items() if k in REFERENCE_FIELDS}
+    reference = dense_reference(dataclasses.replace(config, **own))
     # the cells run on one thread, as a search's trials (resources.cpu: 1): a worker left at
     # 2 threads sums in another order and can end a trial at another subnetwork
     torch.set_num_threads(1)
@@ -100,6 +114,13 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _own(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What of setting ``name`` its cells' reference is fine-tuned with."""
+    if not args.reference_too:
+        return {}
+    return {k: v for k, v in FINETUNING[name].items() if k in REFERENCE_FIELDS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -108,6 +129,12 @@ def main() -> None:
     parser.add_argument(
         "--settings", help="';'-separated names of the settings to run (default: all)"
     )
+    parser.add_argument(
+        "--reference-too",
+        action="store_true",
+        help="start each setting's cells from a dense reference fine-tuned with that setting, "
+        "as a search of a file with it would",
+    )
     args = parser.parse_args()
     chosen = args.settings.split(";") if args.settings else list(FINETUNING)
     context = get_context("spawn")
@@ -115,16 +142,23 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="finetune_probe_") as folder,
         ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker) as pool,
     ):
-        weights = str(Path(folder) / "reference.safetensors")
-        dense = pool.submit(_reference, args.space, weights).result()
-        print(f"dense reference: test {dense:.4f}", flush=True)
+        references = {}
+        for name in chosen:  # the file's reference, or with --reference-too the setting's own
+            own = _own(name, args)
+            label = ", ".join(f"{k} {v}" for k, v in own.items()) or "the file's fine-tuning"
+            path = str(Path(folder) / f"reference-{len(set(references.values()))}.safetensors")
+            known = next((p for n, p in references.items() if _own(n, args) == own), None)
+            if known is None:
+                test = pool.submit(_reference, args.space, path, own).result()
+                print(f"dense reference ({label}): test {test:.4f}", flush=True)
+            references[name] = known or path
         cells = [
             {
                 "space": args.space,
                 "trial": trial,
                 "setting": name,
                 "finetuning": finetuning,
-                "init_weights": weights,
+                "init_weights": references[name],
             }
             for trial in TRIALS[args.space]
             for name, finetuning in FINETUNING.items()

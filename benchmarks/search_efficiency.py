@@ -145,6 +145,13 @@ ARMS: dict[str, dict[str, Any]] = {
         "shipped_start": "spread",
         "versus": "T",
     },
+    "K": {
+        "label": "the shipped file with a cosine fine-tuning (FIFO)",
+        "scheduler": None,
+        "shipped": True,
+        "shipped_train": {"finetune_lr_schedule": "cosine"},
+        "versus": "S",
+    },
 }
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
@@ -172,6 +179,7 @@ def arm_space(arm: str, seed: int, budget: str) -> dict[str, Any]:
         raw["sampler"]["name"] = settings.get("shipped_sampler", raw["sampler"]["name"])
         if "shipped_start" in settings:
             raw["sampler"]["start"] = settings["shipped_start"]
+        raw["train"].update(settings.get("shipped_train", {}))
         return raw
     # one sampler over both granularities: the arms ran before the file set sampler.stratify
     raw["sampler"] = {"name": settings["sampler"], "seed": seed}
