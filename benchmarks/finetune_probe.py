@@ -2,7 +2,7 @@
 trials, several fine-tuning settings.
 
 Usage: python benchmarks/finetune_probe.py [--space lenet5_fashion | lenet300_fashion]
-       [--workers 2] [--settings "NAME;NAME"] [--reference-too]
+       [--workers 2] [--settings "NAME;NAME"] [--gates GATE,GATE] [--reference-too]
        [--out benchmarks/finetune_probe.json]
 
 Issue 15 asks a channel point >= 90.0% test at <= 10% of the FLOPs; the 90-minute searches of
@@ -49,6 +49,8 @@ TRIALS = {
     "lenet5_fashion": (
         _trial("arm", "channel", 5.28),
         _trial("diffprune", "channel", 3.31, **{"diffprune.tau_min": 0.0299}),
+        _trial("gumbel_softmax", "channel", 1.75),
+        _trial("learned_threshold", "channel", 5.85),
     ),
     "lenet300_fashion": (
         _trial("hard_concrete", "weight", 100.0),
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument(
         "--settings", help="';'-separated names of the settings to run (default: all)"
     )
+    parser.add_argument("--gates", help="','-separated gates: only the trials of these")
     parser.add_argument(
         "--reference-too",
         action="store_true",
@@ -161,6 +164,7 @@ def main() -> None:
                 "init_weights": references[name],
             }
             for trial in TRIALS[args.space]
+            if not args.gates or trial["gate"] in args.gates.split(",")
             for name, finetuning in FINETUNING.items()
             if name in chosen
         ]
