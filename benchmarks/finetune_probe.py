@@ -77,7 +77,8 @@ FINETUNING = {
 REFERENCE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_lr_schedule")
 
 
-def _reference(space: str, path: str, finetuning: dict[str, Any] | None = None) -> float:
+def _reference(space: str, path: str, own: dict[str, Any]) -> float:
+    """Trains the file's dense reference, fine-tuned with ``own`` (``REFERENCE_FIELDS``)."""
     import dataclasses
 
     import torch
@@ -88,7 +89,6 @@ def _reference(space: str, path: str, finetuning: dict[str, Any] | None = None) 
 
     torch.set_num_threads(2)  # trained alone, before the cells, as a search trains it
     config = load_spec(SPACES / f"{space}.yaml").base
-    own = {k: v for k, v in (finetuning or {}).items() if k in REFERENCE_FIELDS}
     reference = dense_reference(dataclasses.replace(config, **own))
     # the cells run on one thread, as a search's trials (resources.cpu: 1): a worker left at
     # 2 threads sums in another order and can end a trial at another subnetwork
@@ -145,16 +145,18 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="finetune_probe_") as folder,
         ProcessPoolExecutor(args.workers, mp_context=context, initializer=_start_worker) as pool,
     ):
-        references = {}
+        references: dict[str, str] = {}  # setting -> its reference's weights
+        trained: dict[tuple[Any, ...], str] = {}  # what a reference was fine-tuned with -> file
         for name in chosen:  # the file's reference, or with --reference-too the setting's own
             own = _own(name, args)
-            label = ", ".join(f"{k} {v}" for k, v in own.items()) or "the file's fine-tuning"
-            path = str(Path(folder) / f"reference-{len(set(references.values()))}.safetensors")
-            known = next((p for n, p in references.items() if _own(n, args) == own), None)
-            if known is None:
-                test = pool.submit(_reference, args.space, path, own).result()
+            key = tuple(sorted(own.items()))
+            if key not in trained:
+                trained[key] = str(Path(folder) / f"reference-{len(trained)}.safetensors")
+                test = pool.submit(_reference, args.space, trained[key], own).result()
+                label = ", ".join(f"{k} {v}" for k, v in own.items()) or "the file's fine-tuning"
                 print(f"dense reference ({label}): test {test:.4f}", flush=True)
-            references[name] = known or path
+            references[name] = trained[key]
+        gates = set(args.gates.split(",")) if args.gates else None
         cells = [
             {
                 "space": args.space,
@@ -164,7 +166,7 @@ def main() -> None:
                 "init_weights": references[name],
             }
             for trial in TRIALS[args.space]
-            if not args.gates or trial["gate"] in args.gates.split(",")
+            if gates is None or trial["gate"] in gates
             for name, finetuning in FINETUNING.items()
             if name in chosen
         ]
