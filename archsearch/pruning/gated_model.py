@@ -22,6 +22,7 @@ from archsearch.gates import Gate, create_gate, get_gate_info
 from archsearch.pruning import host_reads
 from archsearch.pruning.groups import GroupSpec
 from archsearch.pruning.unchanged_prefix import UnchangedPrefix
+from archsearch.pruning.weight_folds import OutputFolds, as_columns, input_columns
 from archsearch.pruning.weight_scores import mean_squares
 
 #: the L0 paper starts the input layer's gates mostly open (drop rate 0.2)
@@ -57,6 +58,9 @@ class GatedModel(nn.Module):
         #: the survivor marks (``_survivor``) of the last training forward, by group
         self._survivors: dict[str, torch.Tensor | None] = {}
         self._modules_by_name = dict(base.named_modules())
+        #: unit masks this forward applies through their layers' weights (``weight_folds``)
+        self._folds = OutputFolds(base, self.groups)
+        self._folded: frozenset[str] = frozenset()
         self._handles: list[Any] = []
         #: ARM's antithetic pass reuses what ran before any gate (``unchanged_prefix``)
         self._prefix = UnchangedPrefix(base) if self.two_pass else None
@@ -165,6 +169,9 @@ class GatedModel(nn.Module):
             for g in self.groups
             if g.kind != "weight"
         }
+        # ARM's antithetic pass reuses the first gated layer's raw output; folded, it has none
+        fold = self._prefix is None and x.dim() > 0
+        self._folded = self._folds.choose(x.shape[0]) if fold else frozenset()
         try:
             masked = {
                 f"{g.name}.weight": self.gate(g.name).masked_weight(
@@ -173,31 +180,19 @@ class GatedModel(nn.Module):
                 for g in self.groups
                 if g.kind == "weight"
             }
-            masked.update(self._input_masked_weights())
+            masked.update(input_columns(self.groups, self._active, self.weight_of))
+            self._folds.fold(masked, self._folded, self._active)
             with self._recording_prefix(x):
                 return functional_call(self.base, masked, (x,)) if masked else self.base(x)
         finally:
             self._active = None
+            self._folded = frozenset()
 
     def _recording_prefix(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
         """A two-pass step's first forward records its ungated prefix for the second."""
         if self._prefix is None or not self.training or self._antithetic_pass:
             return contextlib.nullcontext()
         return self._prefix.recording(x)
-
-    def _input_masked_weights(self) -> dict[str, torch.Tensor]:
-        """Input features gated as the first layer's weight columns: x (W diag z)^T is
-        (x diag z) W^T, but its gradient for z comes from the weight's gradient, which the
-        step computes anyway (dL/dz_j = sum_i W_ij (dL/dW~)_ij), where multiplying the input
-        needed the gradient of the layer's input, a second product as large as the layer's
-        forward that a plain network never computes (benchmarks/RESULTS.md, "Fewer small
-        operations, and input gates as weight columns")."""
-        masked = {}
-        for group in self.groups:
-            if group.kind == "input" and _as_columns(self._active[group.name]):
-                layer = group.consumers[0].layer
-                masked[f"{layer}.weight"] = self.weight_of(layer) * self._active[group.name]
-        return masked
 
     def _with_survivor(self, name: str, scores: torch.Tensor | None) -> torch.Tensor:
         """The group's multiplier, with its strongest element kept when every element is
@@ -260,6 +255,8 @@ class GatedModel(nn.Module):
         def multiply(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
             if self._active is None:
                 return output
+            if name in self._folded:
+                return output  # scaled through the layer's weight and bias
             z = self._active[name]
             z = z.repeat(repeat) if repeat > 1 else z  # channel j of every convolution group
             if index:
@@ -272,7 +269,7 @@ class GatedModel(nn.Module):
 
     def _input_hook(self, group_name: str):
         def multiply(_module: nn.Module, inputs: tuple) -> tuple:
-            if self._active is None or _as_columns(self._active[group_name]):
+            if self._active is None or as_columns(self._active[group_name]):
                 return inputs
             return (inputs[0] * self._active[group_name], *inputs[1:])
 
@@ -361,13 +358,6 @@ class GatedModel(nn.Module):
         finally:
             self._handles = []
             self._attach_hooks()
-
-
-def _as_columns(mask: torch.Tensor) -> bool:
-    """Whether an input mask gates the first layer's weight columns rather than the input:
-    when it carries a gradient. One without (ARM's samples, eval) is cheaper on the input,
-    batch x features, than on every weight of the layer."""
-    return mask.requires_grad
 
 
 def spread(values: torch.Tensor, index: tuple[int, ...], width: int) -> torch.Tensor:

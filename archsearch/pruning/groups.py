@@ -20,7 +20,7 @@ Three layouts need more than Torch-Pruning's groups as they come:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -78,6 +78,9 @@ class GroupSpec:
     repeat: int = 1
     #: per mask site, the channels of its output the group spans (empty: all, in order)
     site_channels: tuple[tuple[int, ...], ...] = ()
+    #: per mask site, its outputs for one example when the site is a traced layer, else 0:
+    #: what decides whether the mask is cheaper on its weight (``weight_folds``)
+    site_outputs: tuple[int, ...] = ()
 
     @property
     def width(self) -> int:
@@ -207,7 +210,18 @@ def find_groups(
             )
         groups.insert(0, _input_group(model, geometry))
     _check_found(groups, granularity)
+    groups[:] = [_with_site_outputs(g, geometry) for g in groups]
     return groups
+
+
+def _with_site_outputs(group: GroupSpec, geometry: dict[str, LayerGeometry]) -> GroupSpec:
+    outputs = tuple(
+        geometry[s].macs // (geometry[s].weight_count // geometry[s].out_width)
+        if s in geometry
+        else 0
+        for s in group.mask_sites
+    )
+    return replace(group, site_outputs=outputs)
 
 
 def _check_found(groups: FoundGroups, granularity: str) -> None:
