@@ -25,6 +25,7 @@ from archsearch.cost_gap import cost_gap_is_large
 from archsearch.data import DataSplits, load_dataset
 from archsearch.errors import ConfigError, first_line
 from archsearch.latency import LatencyError, LatencySettings, measure_latency, sparse_latency
+from archsearch.memory_format import channels_last_on_cpu
 from archsearch.models import (
     aux_head_params,
     check_output,
@@ -186,7 +187,8 @@ def dense_reference(
     started = time.perf_counter()
     if trained:
         generator = torch.Generator().manual_seed(config.seed)
-        train_dense(model, TrainingRun(config, data, generator, on_epoch))
+        with channels_last_on_cpu(model):
+            train_dense(model, TrainingRun(config, data, generator, on_epoch))
     metrics = {
         "val_accuracy": accuracy(model, data, "val"),
         "test_accuracy": accuracy(model, data, "test"),
@@ -242,11 +244,13 @@ def _train(
     """Warm-up, gated training, hardening and fine-tuning, on one shuffling stream."""
     run = TrainingRun(config, data, torch.Generator().manual_seed(config.seed), on_epoch)
     started = time.perf_counter()
-    history = pretrain(built.gated, run)
-    history += train_gated(built.gated, built.cost, run)
+    with channels_last_on_cpu(built.gated.base):
+        history = pretrain(built.gated, run)
+        history += train_gated(built.gated, built.cost, run)
     hardened = harden(built.gated, built.input_shape)
     drop_aux_heads(hardened.model)  # training-only heads the eval-mode pruning did not see
-    history += finetune(hardened.model, run, built.teacher)
+    with channels_last_on_cpu(hardened.model):
+        history += finetune(hardened.model, run, built.teacher)
     return _Trained(hardened, history, time.perf_counter() - started)
 
 

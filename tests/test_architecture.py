@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "rungs": 0,
     "schedules": 0,
     "distillation": 0,
+    "memory_format": 0,
     "user_code": 0,
     "store_file": 0,
     "run_rows": 0,
