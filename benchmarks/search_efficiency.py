@@ -47,7 +47,7 @@ points chosen on validation accuracy and plotted at their test accuracy. ``table
 from the finished trials that had ended by 3, 6 and 12 minutes after the search's parent run
 started, so one run per arm and seed gives the whole curve, and the minutes each arm took to
 reach the final hypervolume of the FIFO arm it is measured against (``versus``: F for G, S for
-the arms of the shipped file, T for U, A for the rest). Stopped (MOASHA, time budget) and
+the arms of the shipped file, T for U, K for W, A for the rest). Stopped (MOASHA, time budget) and
 failed trials never count. The accuracy table gives, per FLOPs level, the test accuracy of the
 point with the best validation accuracy at or under it, for all trials and for the
 neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
@@ -151,6 +151,13 @@ ARMS: dict[str, dict[str, Any]] = {
         "shipped": True,
         "shipped_train": {"finetune_lr_schedule": "cosine"},
         "versus": "S",
+    },
+    "W": {
+        "label": "the shipped file with a cosine fine-tuning and MOASHA (as H)",
+        "scheduler": {**MOASHA, "rank": "hypervolume"},
+        "shipped": True,
+        "shipped_train": {"finetune_lr_schedule": "cosine"},
+        "versus": "K",
     },
 }
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
