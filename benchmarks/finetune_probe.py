@@ -11,8 +11,9 @@ as the search ran them (the file's settings, the dense reference trained once as
 trains it, each trial started from it) with each fine-tuning of ``FINETUNING`` (or those
 ``--settings`` names): as shipped (2 epochs at the training rate), 5 epochs, 2 epochs at a
 tenth of the rate, a cosine fine-tuning (``finetune_lr_schedule``), distilled from the dense
-reference (``distill_weight``), and as shipped after twice the gated epochs. Cells run in
-`--workers` processes of one thread each; prints FLOPs % and test accuracy per cell.
+reference (``distill_weight``), and as shipped after twice the gated epochs or aimed at 9%.
+Cells run in `--workers` processes of one thread each; prints FLOPs % and test accuracy per
+cell.
 `--space lenet300_fashion` runs seven LeNet-300-100 trials of that file the same way. A
 search also fine-tunes its dense reference with the file's fine-tuning settings;
 `--reference-too` starts each setting's cells from a reference fine-tuned with that setting,
@@ -73,6 +74,8 @@ FINETUNING = {
     "distilled, weight 0.9": {"distill_weight": 0.9},
     # not a fine-tuning: twice the gated epochs (gate temperatures and penalty ramps follow)
     "20 gated epochs, then as shipped": {"epochs": 20},
+    # not a fine-tuning either: the penalty pulls towards 9% of the FLOPs (``--target``)
+    "aimed at 9% (penalty target 0.09), then as shipped": {"penalty_target": 0.09},
 }
 
 
