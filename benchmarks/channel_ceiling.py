@@ -8,8 +8,8 @@ Fashion-MNIST; five 90-minute searches of `lenet5_fashion.yaml` ended at 89.6-89
 `channel` gates the convolutions only, so such a subnetwork keeps the 500-unit fully connected
 layer, and 10% of the FLOPs leaves a 4-11 or 5-9 pair of convolutions. This trains those
 shapes (and, for comparison, shapes `channel+neuron` can reach, and the dense network) from a
-fresh initialisation with the file's own dense schedule (`train.train_dense`: `epochs` gated
--free epochs, then `finetune_epochs`; one cell per shape and epoch count, one thread each), and
+fresh initialisation with the file's own dense schedule (`train.train_dense`: `epochs` plain
+epochs, then `finetune_epochs`; one cell per shape and epoch count, one thread each), and
 prints their FLOPs (fvcore, as a search counts them) and test accuracy. A shape that cannot
 reach 90% trained on its own says how much of the target a search's pruning must add.
 """
