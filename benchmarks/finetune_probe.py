@@ -70,6 +70,7 @@ FINETUNING = {
     "5 epochs, lr 1e-3": {"finetune_epochs": 5},
     "2 epochs, lr 1e-4": {"finetune_lr": 1e-4},
     "2 epochs, cosine from 1e-3": {"finetune_lr_schedule": "cosine"},
+    "6 epochs, cosine from 1e-3": {"finetune_lr_schedule": "cosine", "finetune_epochs": 6},
     # one epoch at the full rate (sparse subnetworks have far to move), then a tenth, then a
     # hundredth (the last steps settle the weights that ship)
     "2 epochs, step from 1e-3": {"finetune_lr_schedule": "step"},
