@@ -10,8 +10,9 @@ Issue 15 asks a channel point >= 90.0% test at <= 10% of the FLOPs; the 90-minut
 as the search ran them (the file's settings, the dense reference trained once as a search
 trains it, each trial started from it) with each fine-tuning of ``FINETUNING`` (or those
 ``--settings`` names): as shipped (2 epochs at the training rate), 5 epochs, 2 epochs at a
-tenth of the rate, a cosine or step fine-tuning (``finetune_lr_schedule``), distilled from
-the dense reference (``distill_weight``), and after twice the gated epochs or aimed at 9%.
+tenth of the rate, a cosine (2 or 6 epochs) or step fine-tuning (``finetune_lr_schedule``),
+distilled from the dense reference (``distill_weight``), and after twice the gated epochs
+or aimed at 9% (as shipped or on the cosine).
 Cells run in `--workers` processes of one thread each; prints FLOPs % and test accuracy per
 cell.
 `--space lenet300_fashion` runs seven LeNet-300-100 trials of that file the same way. A
