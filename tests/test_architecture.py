@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "store_file": 0,
     "run_rows": 0,
     "sqlite_runs": 0,
+    "gate_cards": 0,
     "gates": 1,
     "models": 1,
     "onnx_graph": 1,

@@ -8,7 +8,7 @@ from torch import nn
 from archsearch.errors import ConfigError
 from archsearch.gates import fused
 from archsearch.gates.base import Gate
-from archsearch.gates.registry import register_gate
+from archsearch.gates.registry import register_built_in
 from archsearch.gates.shared import keep_logit
 
 #: the public code's init spread, before dividing by k
@@ -19,12 +19,7 @@ HARD_SIGMOID_DIVISOR = 7.0
 REFERENCE_GROUPS = 1000
 
 
-@register_gate(
-    "arm",
-    description="L0-ARM (Li & Ji 2019): binary gates, unbiased gradient from an antithetic pass",
-    stochastic=True,
-    estimator="arm",
-)
+@register_built_in("arm")
 class ArmGate(Gate):
     """Bernoulli gates z = 1[u < pi] whose gradient comes from Augment-Reinforce-Merge.
 

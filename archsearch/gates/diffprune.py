@@ -10,7 +10,7 @@ from torch import nn
 from archsearch.errors import ConfigError
 from archsearch.gates import fused
 from archsearch.gates.base import Gate
-from archsearch.gates.registry import register_gate
+from archsearch.gates.registry import register_built_in
 from archsearch.gates.shared import (
     GAMMA,
     SIGMOID_BOUND,
@@ -26,13 +26,7 @@ from archsearch.gates.shared import (
 LOGIT_ZERO = math.log(-GAMMA / ZETA)
 
 
-@register_gate(
-    "diffprune",
-    description="DiffPrune-style gates (after Shulman 2020): annealed stretched sigmoid, exact 0s",
-    stochastic=True,
-    estimator="reparameterisation",
-    fractional_scale=True,
-)
+@register_built_in("diffprune")
 class DiffPruneGate(Gate):
     """z = clamp((zeta - gamma) sigmoid(x / tau) + gamma, 0, 1), tau annealed toward 0.
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from archsearch.gates import fused
 from archsearch.gates.base import Gate
-from archsearch.gates.registry import register_gate
+from archsearch.gates.registry import register_built_in
 from archsearch.gates.shared import (
     SIGMOID_BOUND,
     annealed,
@@ -20,12 +20,7 @@ from archsearch.gates.shared import (
 INIT_STD = 1e-2
 
 
-@register_gate(
-    "gumbel_softmax",
-    description="straight-through Gumbel-Softmax keep/drop gates (Zhang et al. 2023)",
-    stochastic=True,
-    estimator="straight-through",
-)
+@register_built_in("gumbel_softmax")
 class GumbelSoftmaxGate(Gate):
     """A keep/drop Gumbel-Softmax per group, hard in the forward, relaxed in the backward.
 

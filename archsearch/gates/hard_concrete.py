@@ -9,7 +9,7 @@ from torch import nn
 
 from archsearch.gates import fused
 from archsearch.gates.base import Gate
-from archsearch.gates.registry import register_gate
+from archsearch.gates.registry import register_built_in
 from archsearch.gates.shared import (
     GAMMA,
     ZETA,
@@ -29,13 +29,7 @@ INIT_STD = 1e-2
 KEEP_SHIFT = BETA * math.log(-GAMMA / ZETA)
 
 
-@register_gate(
-    "hard_concrete",
-    description="L0 hard concrete gates (Louizos et al. 2018), reparameterised; the baseline",
-    stochastic=True,
-    estimator="reparameterisation",
-    fractional_scale=True,
-)
+@register_built_in("hard_concrete")
 class HardConcreteGate(Gate):
     """Stretched, clamped binary concrete gates.
 

@@ -10,16 +10,11 @@ from torch import nn
 from archsearch.errors import ConfigError
 from archsearch.gates import fused
 from archsearch.gates.base import Gate
-from archsearch.gates.registry import register_gate
+from archsearch.gates.registry import register_built_in
 from archsearch.gates.shared import annealed, bounded_sigmoid
 
 
-@register_gate(
-    "learned_threshold",
-    description="learned threshold pruning, LTP (Azarian et al. 2020): soft mask on weight scores",
-    stochastic=False,
-    estimator="deterministic",
-)
+@register_built_in("learned_threshold")
 class LearnedThresholdGate(Gate):
     """Soft mask m = sigmoid((s - tau) / T) on per-group weight scores s.
 

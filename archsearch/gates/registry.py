@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from archsearch.gate_cards import built_in_card
 from archsearch.gates.base import Gate
 from archsearch.registry import Registry, option_defaults
 
@@ -37,6 +38,19 @@ def register_gate(
     """Class decorator that adds a gate method to the registry under ``name``."""
     return GATES.decorator(
         name, lambda cls: GateInfo(name, cls, description, stochastic, estimator, fractional_scale)
+    )
+
+
+def register_built_in(name: str) -> Callable[[type[Gate]], type[Gate]]:
+    """``register_gate`` with the text of built-in method ``name``'s card
+    (``archsearch.gate_cards``), where the listing reads it without importing torch."""
+    card = built_in_card(name)
+    return register_gate(
+        card.name,
+        description=card.description,
+        stochastic=card.stochastic,
+        estimator=card.estimator,
+        fractional_scale=card.fractional_scale,
     )
 
 

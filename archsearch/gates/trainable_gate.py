@@ -8,7 +8,7 @@ from torch import nn
 from archsearch.errors import ConfigError
 from archsearch.gates import fused
 from archsearch.gates.base import Gate
-from archsearch.gates.registry import register_gate
+from archsearch.gates.registry import register_built_in
 
 GRADIENT_SHAPES = ("ste", "sigmoid")
 #: open start: w = INIT_W + N(0, INIT_STD), far enough from the step that noise cannot close it
@@ -16,12 +16,7 @@ INIT_W = 0.5
 INIT_STD = 1e-2
 
 
-@register_gate(
-    "trainable_gate",
-    description="trainable gate function (Kim et al. 2019): deterministic step, shaped gradient",
-    stochastic=False,
-    estimator="straight-through",
-)
+@register_built_in("trainable_gate")
 class TrainableGate(Gate):
     """z = step(w) in the forward, gradient s(w) in the backward.
 
