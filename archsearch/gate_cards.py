@@ -87,10 +87,12 @@ BUILT_IN: tuple[GateCard, ...] = (
 )
 
 
+_BY_NAME: dict[str, GateCard] = {card.name: card for card in BUILT_IN}
+
+
 def built_in_card(name: str) -> GateCard:
     """The card of built-in method ``name``; a KeyError for any other name (only the built-in
     modules ask)."""
-    cards = {card.name: card for card in BUILT_IN}
-    if name not in cards:
+    if name not in _BY_NAME:
         raise KeyError(f"no built-in gate card named {name!r}")
-    return cards[name]
+    return _BY_NAME[name]
