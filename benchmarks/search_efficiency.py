@@ -47,10 +47,10 @@ points chosen on validation accuracy and plotted at their test accuracy. ``table
 from the finished trials that had ended by 3, 6 and 12 minutes after the search's parent run
 started, so one run per arm and seed gives the whole curve, and the minutes each arm took to
 reach the final hypervolume of the FIFO arm it is measured against (``versus``: F for G, S for
-the arms of the shipped file, T for U, K for W, A for the rest). Stopped (MOASHA, time budget) and
-failed trials never count. The accuracy table gives, per FLOPs level, the test accuracy of the
-point with the best validation accuracy at or under it, for all trials and for the
-neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
+the arms of the shipped file, T for U, K for W and X, A for the rest). Stopped (MOASHA, time
+budget) and failed trials never count. The accuracy table gives, per FLOPs level, the test
+accuracy of the point with the best validation accuracy at or under it, for all trials and for
+the neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
 ``magnitude_baseline.py --json`` writes.
 """
 
@@ -154,6 +154,13 @@ ARMS: dict[str, dict[str, Any]] = {
     },
     "W": {
         "label": "the shipped file with a cosine fine-tuning and MOASHA (as H)",
+        "scheduler": {**MOASHA, "rank": "hypervolume"},
+        "shipped": True,
+        "shipped_train": {"finetune_lr_schedule": "cosine"},
+        "versus": "K",
+    },
+    "X": {
+        "label": "W on code whose TPE takes its good set from the finished trials alone",
         "scheduler": {**MOASHA, "rank": "hypervolume"},
         "shipped": True,
         "shipped_train": {"finetune_lr_schedule": "cosine"},
