@@ -160,6 +160,7 @@ ARMS: dict[str, dict[str, Any]] = {
         "versus": "K",
     },
     "X": {
+        # the code it needs was reverted: run it from a git archive of ac8c289
         "label": "W on code whose TPE takes its good set from the finished trials alone",
         "scheduler": {**MOASHA, "rank": "hypervolume"},
         "shipped": True,

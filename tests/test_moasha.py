@@ -331,38 +331,6 @@ def test_a_stopped_trial_is_pruned_in_optuna_not_a_result(tmp_path: Path) -> Non
     assert [t.number for t in searcher.study.best_trials] == [finished.number]
 
 
-def test_tpe_picks_its_good_trials_from_the_finished_ones_alone(tmp_path: Path) -> None:
-    # MOASHA stops most trials; were they counted, TPE's good set would be a tenth of all the
-    # trials, here three of the ten that finished, not one as under FIFO
-    train = {**TINY_SPACE["train"], "epochs": 3}
-    space = tiny_space(
-        scheduler={"name": "moasha"}, train=train, sampler={"name": "tpe"}, trials=64
-    )
-    searcher = StudySearch(load_spec(write_space(tmp_path, space)))
-    rung = {EPOCH_KEY: 1, "val_accuracy": 0.9, "hard_cost_ratio": 0.2, "flops": math.nan}
-    for i in range(20):
-        searcher.suggest(f"stopped{i}")
-        searcher.on_trial_complete(f"stopped{i}", result=rung)
-        searcher.on_trial_complete(f"stopped{i}", result=rung)  # told twice, counted once
-    for i in range(10):
-        searcher.suggest(f"finished{i}")
-        searcher.on_trial_complete(f"finished{i}", result={"val_accuracy": 0.5, "flops": 9.0})
-    searcher.suggest("failed")
-    searcher.on_trial_complete("failed", error=True)
-    sampler = searcher.study.sampler
-    assert isinstance(sampler, optuna.samplers.TPESampler)
-    # the trials TPE is handed: the 30 pruned and completed ones (not the failed one)
-    assert sampler._gamma(30) == 1  # Optuna's default would be 3
-    searcher.save(str(tmp_path / "searcher.pkl"))  # the count travels with a saved search
-    restored = StudySearch(load_spec(write_space(tmp_path, space)))
-    restored.restore(str(tmp_path / "searcher.pkl"))
-    assert restored._ot_study.sampler._gamma(30) == 1
-    # under FIFO nothing is stopped, and the set is Optuna's own
-    fifo = StudySearch(load_spec(write_space(tmp_path, {**space, "scheduler": {"name": "fifo"}})))
-    fifo.suggest("a")
-    assert fifo.study.sampler._gamma(30) == 3
-
-
 # -- a real search, killed and resumed -----------------------------------------------------
 
 TRIALS = 8

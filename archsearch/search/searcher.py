@@ -12,8 +12,7 @@ Two things Ray's ``OptunaSearch.on_trial_complete`` cannot know, and what it wou
   which OptunaSearch tells as ``TrialState.PRUNED``: Optuna's own state for a trial stopped
   early. Samplers do not take a pruned trial for a full-fidelity point: NSGA-II leaves
   it out of its population, TPE (multi-objective) counts it after every completed trial, on
-  the bad side, and here sizes its good set from the finished trials alone
-  (``TenthOfFinished``); random ignores it.
+  the bad side; random ignores it.
 - **Constraints.** A finished trial's constraint values (``archsearch.constraints``) are set
   on its Optuna trial with ``Trial.set_constraint`` before the study is told, so TPE and
   NSGA-II (which read ``FrozenTrial.constraints``) steer away from infeasible regions. The
@@ -32,7 +31,6 @@ searcher suggests that many fewer: the search ends with the trials asked for, no
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -72,36 +70,9 @@ def all_suggested(suggested: Iterable[str], trials: int) -> bool:
     return len(known) + len(logged - known) >= trials
 
 
-class TenthOfFinished:
-    """TPE's ``gamma``: its "good" set is the best tenth of the trials that *finished*.
-
-    Optuna sizes that set from every trial it is given, pruned ones included
-    (``ceil(0.1 n)``), and a multi-objective TPE ranks a pruned trial after every completed
-    one. Under MOASHA, which stopped three trials in four of a 12-minute LeNet-300-100 search
-    (benchmarks/RESULTS.md, "A cosine fine-tuning on LeNet-300-100, with FIFO and with
-    MOASHA": 40 finished and 123 stopped), the set so grew to close to half of the finished
-    trials by the end, and TPE exploited less than under FIFO for as many finished trials.
-    Not counting the stopped ones keeps FIFO's share; with none stopped it is Optuna's default.
-    """
-
-    def __init__(self, single_objective: bool) -> None:
-        self.single_objective = single_objective
-        #: trials told PRUNED so far (stopped at a rung), counted by ``StudySearch``
-        self.stopped = 0
-
-    def __call__(self, n: int) -> int:
-        below = math.ceil(0.1 * max(n - self.stopped, 0))
-        return min(below, 25) if self.single_objective else below  # Optuna's own cap
-
-
-def make_sampler(
-    name: str, seed: int, gamma: TenthOfFinished | None = None
-) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a space file names (``sampler.name``), seeded; TPE takes ``gamma``."""
-    cls = getattr(optuna.samplers, SAMPLERS[name])
-    if gamma is not None and cls is optuna.samplers.TPESampler:
-        return cls(seed=seed, gamma=gamma)
-    return cls(seed=seed)
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a space file names (``sampler.name``), seeded."""
+    return getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
 
 
 class _DefineByRun:
@@ -128,14 +99,13 @@ class StudySearch(OptunaSearch):
         #: the trials to suggest; None when a wrapper counts them (``strata.StratifiedSearch``)
         self._trials = spec.trials if counts_trials else None
         self._set_constraint: dict[str, SetConstraint] = {}
-        self._gamma = TenthOfFinished(single_objective=len(self._objectives) == 1)
         #: the Optuna study, once the first trial is sampled (for tests and inspection)
         self.study: optuna.Study | None = None
         super().__init__(
             self._define,  # define-by-run: a gate's options are drawn only in its own trials
             metric=self._objectives,
             mode=list(spec.objectives.values()),
-            sampler=make_sampler(spec.sampler, spec.seed, self._gamma),
+            sampler=make_sampler(spec.sampler, spec.seed),
             # enqueued in the study: run first, counted as the sampler's start-up trials
             points_to_evaluate=spread_points(spec) if spec.start == "spread" else None,
         )
@@ -154,9 +124,6 @@ class StudySearch(OptunaSearch):
     ) -> None:
         if not error and result is not None and not is_final(result, self._objectives):
             result = None  # stopped early: OptunaSearch tells the study PRUNED
-        told_before = trial_id in getattr(self, "_completed_trials", ())
-        if not error and result is None and trial_id in self._ot_trials and not told_before:
-            self._gamma.stopped += 1  # the study will hold it as PRUNED
         setter = self._set_constraint.pop(trial_id, None)
         if result is not None and self._constraints and setter is not None:
             for key, value in constraint_values(result, self._constraints).items():
