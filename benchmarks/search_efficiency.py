@@ -159,14 +159,11 @@ ARMS: dict[str, dict[str, Any]] = {
         "shipped_train": {"finetune_lr_schedule": "cosine"},
         "versus": "K",
     },
-    "X": {
-        # the code it needs was reverted: run it from a git archive of ac8c289
-        "label": "W on code whose TPE takes its good set from the finished trials alone",
-        "scheduler": {**MOASHA, "rank": "hypervolume"},
-        "shipped": True,
-        "shipped_train": {"finetune_lr_schedule": "cosine"},
-        "versus": "K",
-    },
+}
+#: W's settings; the code it needs was reverted: run it from a git archive of ac8c289
+ARMS["X"] = {
+    **ARMS["W"],
+    "label": "W on code whose TPE takes its good set from the finished trials alone",
 }
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
