@@ -85,11 +85,14 @@ FINETUNING = {
         "penalty_target": 0.09,
         "finetune_lr_schedule": "cosine",
     },
+    # the gated phase's rate on a cosine too (and the reference's dense phase, with
+    # --reference-too): the weights settle as the gates do, before the fine-tuning restarts
+    "cosine in both phases": {"lr_schedule": "cosine", "finetune_lr_schedule": "cosine"},
 }
 
 
 #: the settings a dense reference also reads (its last phase is a fine-tuning)
-REFERENCE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_lr_schedule")
+REFERENCE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_lr_schedule", "lr_schedule")
 
 
 def _reference(space: str, path: str, own: dict[str, Any]) -> float:

@@ -123,3 +123,111 @@ def test_a_stratified_search_runs_each_granularity_its_share(
     parent = client.get_run(outcome.parent_run_id)
     assert parent.data.params["sampler.stratify"] == "granularity"
     assert parent.data.params["sampler.start"] == "spread"
+
+
+OWN_RANGES = {
+    **STRATIFIED,
+    "strata": {
+        "neuron": {
+            "penalty.lambda": {"loguniform": [0.5, 2.0]},
+            "gate": ["hard_concrete", "arm"],
+        }
+    },
+}
+
+
+def test_a_stratum_draws_from_its_own_ranges_and_the_others_from_the_space(
+    tmp_path: Path,
+) -> None:
+    spec = trial_spec(tmp_path, OWN_RANGES)
+    searcher = make_searcher(spec)
+    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    neuron = [c for c in configs if c["granularity"] == "neuron"]
+    weight = [c for c in configs if c["granularity"] == "weight"]
+    assert neuron and weight
+    for config in neuron:  # only the stratum's own range and gates
+        assert 0.5 <= config["penalty.lambda"] <= 2.0
+        assert config["gate"] in ("hard_concrete", "arm")
+        assert ("arm.k" in config) == (config["gate"] == "arm")  # a gate's option still follows it
+    stratum = spec.stratum("weight")
+    assert stratum.param("penalty.lambda").values == (0.001, 10.0)
+    assert len(stratum.param("gate").values) == 4
+    described = spec.describe()  # a resumed search must be given the same strata
+    assert (
+        described["strata.neuron.penalty.lambda"]
+        == spec.stratum("neuron").param("penalty.lambda").describe()
+    )
+    assert not any(k.startswith("strata.") for k in trial_spec(tmp_path, STRATIFIED).describe())
+
+
+@pytest.mark.parametrize(
+    ("strata", "sampler", "message"),
+    [
+        (
+            {"neuron": {"penalty.lambda": {"loguniform": [2.0, 0.5]}}},
+            None,
+            "strata.neuron.penalty.lambda.loguniform: expected finite lo < hi, got [2.0, 0.5]",
+        ),
+        (
+            {"channel": {"penalty.lambda": {"loguniform": [0.5, 2.0]}}},
+            None,
+            "strata.channel: not a value of granularity in space; expected one of "
+            "['neuron', 'weight']",
+        ),
+        (
+            {"neuron": {"penalty.target": {"uniform": [0.1, 0.2]}}},
+            None,
+            "strata.neuron.penalty.target: not searched in space; a stratum gives its own "
+            "choices or range to one of: gate, arm.k, gate_inputs, penalty.lambda",
+        ),
+        (
+            {"neuron": {"granularity": ["weight"]}},
+            None,
+            "strata.neuron.granularity: fixed at 'neuron' in this stratum; it cannot vary",
+        ),
+        (
+            {"neuron": {"gate": ["hard_concrete"]}},
+            None,
+            "strata.neuron.arm.k: gate 'arm' is not among the gates searched: hard_concrete",
+        ),
+        (
+            {"neuron": {"penalty.lambda": {"loguniform": [0.5, 2.0]}}},
+            {"name": "tpe", "seed": 0},
+            "strata: needs sampler.stratify",
+        ),
+        ({"neuron": {}}, None, "strata.neuron: expected a non-empty mapping"),
+    ],
+)
+def test_a_bad_stratum_range_is_one_line_naming_it(
+    tmp_path: Path, strata: dict[str, Any], sampler: dict[str, Any] | None, message: str
+) -> None:
+    raw = {**STRATIFIED, "strata": strata, **({"sampler": sampler} if sampler else {})}
+    error = space_error(tmp_path, raw)
+    assert error.startswith(f"{tmp_path / 'space.yaml'}: {message}"), error
+
+
+def test_a_stratum_range_reaches_a_real_search(tmp_path: Path, restore_environ) -> None:
+    raw = tiny_space(
+        "own-ranges",
+        trials=4,
+        sampler={"name": "tpe", "seed": 0, "stratify": "granularity"},
+        space={
+            "gate": ["hard_concrete"],
+            "granularity": ["weight", "neuron"],
+            "penalty.lambda": {"loguniform": [0.01, 1.0]},
+        },
+        strata={"neuron": {"penalty.lambda": {"loguniform": [3.0, 4.0]}}},
+    )
+    outcome, _, uri = search_to_end(tmp_path, load_spec(write_space(tmp_path, raw)))
+    assert outcome.finished == 4
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("own-ranges")
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r.data.params for r in runs if "archsearch.trial_id" in r.data.tags]
+    drawn = {p["granularity"]: [] for p in children}
+    for params in children:
+        drawn[params["granularity"]].append(float(params["penalty.lambda"]))
+    assert all(3.0 <= x <= 4.0 for x in drawn["neuron"]) and len(drawn["neuron"]) == 2
+    assert all(0.01 <= x <= 1.0 for x in drawn["weight"]) and len(drawn["weight"]) == 2
+    parent = client.get_run(outcome.parent_run_id)
+    assert "strata.neuron.penalty.lambda" in parent.data.params

@@ -20,23 +20,25 @@ from archsearch.space.spec import INPUT_GATING_GRANULARITIES, RANGES, SPACE_FIEL
 
 
 def read_params(
-    raw: Any, train: dict[str, Any], base: TrialConfig, check: Check
+    raw: Any, train: dict[str, Any], base: TrialConfig, check: Check, section: str = "space"
 ) -> tuple[Param, ...]:
-    """The searched parameters, those others depend on first (define-by-run draws them first)."""
+    """The searched parameters, those others depend on first (define-by-run draws them first).
+    ``section``: where the file holds them, for error lines (``strata.<value>`` for one
+    stratum's own ranges, read over the space's)."""
     if not isinstance(raw, dict) or not raw:
-        check.fail("space", "expected a non-empty mapping of parameter: choices or range")
+        check.fail(section, "expected a non-empty mapping of parameter: choices or range")
     if "gate" in raw and "gate_options" in train:
         check.fail(
             "train.gate_options", "the gate is searched; set options as space.<gate>.<option>"
         )
     built: dict[str, Param] = {}
     for name in sorted(raw, key=lambda n: n not in ("gate", "granularity")):
-        key = f"space.{name}"
+        key = f"{section}.{name}"
         if SPACE_FIELDS.get(name) in train:
             check.fail(key, f"also fixed as train.{SPACE_FIELDS[name]}; keep one of the two")
         kind, values = _distribution(raw[name], key, check)
         make = _field_param if name in SPACE_FIELDS else _gate_option_param
-        built[name] = make(Param(name, kind, values), built, base, check)
+        built[name] = make(Param(name, kind, values), built, base, check, key)
     return tuple(built.values())
 
 
@@ -72,10 +74,12 @@ def _range(kind: str, bounds: Any, key: str, check: Check) -> tuple[Any, ...]:
     return (lo, hi)
 
 
-def _field_param(param: Param, built: dict[str, Param], base: TrialConfig, check: Check) -> Param:
+def _field_param(
+    param: Param, built: dict[str, Param], base: TrialConfig, check: Check, key: str
+) -> Param:
     """A TrialConfig field: every choice (or both ends of a range) must be a valid setting."""
     for value in param.values:
-        check.setting(base, SPACE_FIELDS[param.name], value, f"space.{param.name}")
+        check.setting(base, SPACE_FIELDS[param.name], value, key)
     if param.name == "gate_inputs" and "granularity" in built:
         able = tuple(g for g in built["granularity"].values if g in INPUT_GATING_GRANULARITIES)
         return dataclasses.replace(param, when=("granularity", able))
@@ -83,10 +87,9 @@ def _field_param(param: Param, built: dict[str, Param], base: TrialConfig, check
 
 
 def _gate_option_param(
-    param: Param, built: dict[str, Param], base: TrialConfig, check: Check
+    param: Param, built: dict[str, Param], base: TrialConfig, check: Check, key: str
 ) -> Param:
     """``<gate>.<option>``: sampled only in trials of that gate, so it must be one of them."""
-    key = f"space.{param.name}"
     gate, _, option = param.name.partition(".")
     if gate not in list_gates() or not option:
         known = ", ".join(SPACE_FIELDS)

@@ -175,6 +175,9 @@ class SearchSpec:
     #: ``sampler.stratify``: a searched choice (e.g. ``granularity``) whose every value gets a
     #: sampler of its own and an equal share of the trials (``stratum``); None: one sampler
     stratify: str | None = None
+    #: ``strata``: per value of ``stratify``, its own choices or ranges for parameters the space
+    #: searches (read over the space's in that stratum's study); () when no stratum has any
+    stratum_params: tuple[tuple[Any, tuple[Param, ...]], ...] = ()
     #: ``sampler.start``: how each study's first trials are chosen (``STARTS``)
     start: str = "random"
 
@@ -199,12 +202,14 @@ class SearchSpec:
         """The search of one stratum: ``stratify`` fixed at ``value`` in the fixed settings (so
         conditions on it still read it), its own seed, every other parameter still searched."""
         index = self.strata().index(value)
+        own = {p.name: p for p in dict(self.stratum_params).get(value, ())}
         return dataclasses.replace(
             self,
             base=dataclasses.replace(self.base, **{SPACE_FIELDS[self.stratify]: value}),
-            params=tuple(p for p in self.params if p.name != self.stratify),
+            params=tuple(own.get(p.name, p) for p in self.params if p.name != self.stratify),
             seed=self.seed * _STRATUM_SEEDS + index,
             stratify=None,
+            stratum_params=(),
         )
 
     def trial_config(self, sampled: dict[str, Any]) -> TrialConfig:
@@ -242,5 +247,10 @@ class SearchSpec:
             **({} if self.reference_train else {"reference.train": False}),
             **({"init.from": self.init_from} if self.init_from != "scratch" else {}),
             **({"sampler.stratify": self.stratify} if self.stratify else {}),
+            **{
+                f"strata.{value}.{p.name}": p.describe()
+                for value, params in self.stratum_params
+                for p in params
+            },
             **({"sampler.start": self.start} if self.start != "random" else {}),
         }
