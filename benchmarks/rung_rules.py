@@ -4,6 +4,8 @@ Usage:
   python benchmarks/rung_rules.py read --tracking-uri sqlite:///m.db --experiment NAME \
       --out curves.json                      # once per FIFO search, appended to
   python benchmarks/rung_rules.py table curves.json [--rungs 1 3] [--eta 3]
+  python benchmarks/rung_rules.py timeline curves.json [--slots 2]
+  python benchmarks/rung_rules.py ratios curves.json [--rungs 1 3]
 
 A rung rule is judged on searches that stopped nothing (FIFO): there every trial's per-epoch
 curve runs to its end, so it is known which trials end on the final front. ``read`` keeps,
@@ -27,6 +29,19 @@ included; a trial stopped at a rung is not recorded at later ones. Per rule and 
 
 A replay does not see what stopping would have changed (the freed slots, the sampler's next
 proposals); it judges the rule alone, on the same trials.
+
+``timeline`` adds the freed slots, still with the same proposals: an event simulation of the
+search's trials, in the order they started, on ``--slots`` slots, each trial's epochs taking
+its own measured time (its ``trial_seconds`` over its epochs), once run to their ends (FIFO)
+and once with the shipped rung rule (``hypervolume`` above the search's accuracy floor, each
+granularity apart), and once more with that rule on costs projected to the end of the gated
+phase (``_projected``, tried and not kept). It prints the yardstick of each at 3, 6, 9 and 12
+minutes and when each reaches FIFO's final figure. What it leaves out is the sampler: in a
+real search the trials MOASHA stops are told to the sampler, and its next proposals differ.
+
+``ratios``: per gate and granularity, the median (and range) of a trial's cost after its last
+gated epoch over its cost at each rung, over the trials that ran to their end: how far each
+method's cost still falls after a rung.
 """
 
 from __future__ import annotations
@@ -34,11 +49,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from search_efficiency import hypervolume_at
+from search_efficiency import hypervolume_at, minutes_to_reach
 
 from archsearch.pareto import non_dominated, nondominated_ranks
 from archsearch.rungs import RungResult, cost_bin, keep_count, rung_order
@@ -130,14 +146,20 @@ RULES: dict[str, Rule] = {
     "nondominated, each granularity apart": _nondominated_order,
     "hypervolume, each granularity apart": _hypervolume_order,
     "hypervolume above 0.8, each granularity apart": _hypervolume_floored,
+    "hypervolume above 0.8, each gate and granularity apart": _hypervolume_floored,
     "log-cost bins x granularity": _cost_bins_by_granularity,
     "lambda bins, 1 decade": _lambda_bins(1.0, False),
     "lambda bins, 0.5 decade": _lambda_bins(0.5, False),
     "lambda bins, 1 decade x granularity": _lambda_bins(1.0, True),
 }
-#: rules that rank a trial against its own granularity's results only, keeping the top
-#: 1/eta of those (MOASHA with ``sampler.stratify: granularity``)
-APART = {name for name in RULES if name.endswith("each granularity apart")}
+#: rules that rank a trial against its peers only, keeping the top 1/eta of those, and what
+#: makes two trials peers: the granularity (MOASHA with ``sampler.stratify: granularity``) or
+#: the granularity and the gate (``scheduler.peers: [granularity, gate]``)
+APART: dict[str, tuple[str, ...]] = {
+    name: ("granularity", "gate") if "each gate and granularity apart" in name else ("granularity",)
+    for name in RULES
+    if name.endswith("apart")
+}
 
 
 def replay(
@@ -145,11 +167,11 @@ def replay(
     rule: Rule,
     rungs: tuple[int, ...],
     eta: int,
-    apart: bool = False,
+    apart: tuple[str, ...] = (),
 ) -> tuple[set[str], float]:
     """The ids of the trials that pass every rung under ``rule``, and the share of the
     epochs of running every trial to its end that the replay trains. ``apart``: a trial is
-    ranked against the results of its own granularity only."""
+    ranked against the results of the trials that share its values of these keys only."""
     by_id = {t["id"]: t for t in trials}
     alive = [t["id"] for t in sorted(trials, key=lambda t: t["started"])]
     spent = {t["id"]: t["epochs"] for t in trials}
@@ -162,10 +184,8 @@ def replay(
                 survivors.append(trial_id)  # no report at this rung: it runs on
                 continue
             recorded[trial_id] = tuple(curve[epoch - 1])
-            own = by_id[trial_id]["granularity"]
-            peers = {
-                t: r for t, r in recorded.items() if not apart or by_id[t]["granularity"] == own
-            }
+            own = [by_id[trial_id][key] for key in apart]
+            peers = {t: r for t, r in recorded.items() if [by_id[t][key] for key in apart] == own}
             kept = rule(peers, by_id)[: keep_count(len(peers), eta)]
             if trial_id in kept:
                 survivors.append(trial_id)
@@ -197,7 +217,7 @@ def table(searches: list[dict[str, Any]], rungs: tuple[int, ...], eta: int) -> l
             trials = search["trials"]
             structured = [t for t in trials if t["granularity"] != "weight"]
             front = final_front(trials)
-            kept, spent = replay(trials, rule, rungs, eta, name in APART)
+            kept, spent = replay(trials, rule, rungs, eta, APART.get(name, ()))
             lines.append(
                 f"| {name} | {search['label']} | {len(front & kept)} / {len(front)} "
                 f"| {len(kept)} / {len(trials)} | {100 * spent:.0f}% "
@@ -205,6 +225,149 @@ def table(searches: list[dict[str, Any]], rungs: tuple[int, ...], eta: int) -> l
                 f"| {_volume([t for t in structured if t['id'] in kept]):.3f} / "
                 f"{_volume(structured):.3f} |"
             )
+    return lines
+
+
+#: the shipped rule: ``rank: hypervolume`` above the search's floor, each granularity apart
+SHIPPED_RULE = "hypervolume above 0.8, each granularity apart"
+
+
+def simulate(
+    trials: list[dict[str, Any]],
+    rungs: tuple[int, ...],
+    eta: int,
+    slots: int,
+    projected: bool = False,
+) -> list[dict[str, Any]]:
+    """The trials that run to their end, each with ``ended_s``: seconds after the first
+    trial started, when ``slots`` trials run at a time in the order they started, a trial
+    kept at every rung by the shipped rule (``rungs`` empty: FIFO). ``projected``: the rule
+    ranks each cost times its gate and granularity's median end ratio over the trials ended
+    by then (``_projected``)."""
+    import heapq
+
+    rule, apart = RULES[SHIPPED_RULE], APART[SHIPPED_RULE]
+    order = sorted(trials, key=lambda t: t["ended"] / 1000 - t["seconds"])
+    per_epoch = {t["id"]: t["seconds"] / t["epochs"] for t in order}
+    by_id = {t["id"]: t for t in order}
+    recorded: dict[int, dict[str, RungResult]] = {epoch: {} for epoch in rungs}
+    events: list[tuple[float, int, str, int]] = []  # (time, tie, trial, epoch it reaches)
+    waiting, done, tie = list(order), [], 0
+
+    def reach(trial: dict[str, Any], now: float, after: int) -> None:
+        nonlocal tie
+        nxt = min([e for e in rungs if after < e < trial["epochs"]], default=trial["epochs"])
+        arrival = now + (nxt - after) * per_epoch[trial["id"]]
+        heapq.heappush(events, (arrival, tie, trial["id"], nxt))
+        tie += 1
+
+    for _ in range(slots):
+        if waiting:
+            reach(waiting.pop(0), 0.0, 0)
+    while events:
+        now, _, trial_id, epoch = heapq.heappop(events)
+        trial = by_id[trial_id]
+        if epoch < trial["epochs"]:  # a rung
+            recorded[epoch][trial_id] = tuple(trial["curve"][epoch - 1])
+            own = [trial[key] for key in apart]
+            peers = {
+                t: r for t, r in recorded[epoch].items() if [by_id[t][k] for k in apart] == own
+            }
+            if projected:
+                peers = _projected(peers, epoch, done, by_id)
+            if trial_id in rule(peers, by_id)[: keep_count(len(peers), eta)]:
+                reach(trial, now, epoch)
+                continue
+        else:
+            done.append({**trial, "ended_s": now})
+        if waiting:
+            reach(waiting.pop(0), now, 0)
+    return done
+
+
+def end_ratio(rung_costs: list[float], end_costs: list[float]) -> float | None:
+    """The median ratio of end cost to rung cost over a group's ended trials; None with
+    fewer than two (one trial is no measure of a group)."""
+    ratios = [end / rung for rung, end in zip(rung_costs, end_costs, strict=True) if rung > 0]
+    return statistics.median(ratios) if len(ratios) >= 2 else None
+
+
+def _projected(
+    peers: dict[str, RungResult],
+    epoch: int,
+    done: list[dict[str, Any]],
+    by_id: Mapping[str, dict[str, Any]],
+) -> dict[str, RungResult]:
+    """``peers`` at their costs times their group's end ratio (``end_ratio``) over the trials
+    in ``done``; the last gated epoch's cost is the end cost. Tried as a rung rule and not
+    kept: the accuracy at the rung is not projected with the cost (benchmarks/RESULTS.md,
+    "MOASHA on the same proposals")."""
+
+    def group(trial: dict[str, Any]) -> tuple[str, str]:
+        return trial["gate"], trial["granularity"]
+
+    ratios = {}
+    for key in {group(by_id[t]) for t in peers}:
+        ended = [t for t in done if group(t) == key and len(t["curve"]) >= epoch]
+        ratios[key] = end_ratio(
+            [t["curve"][epoch - 1][1] for t in ended], [t["curve"][-1][1] for t in ended]
+        )
+    return {t: (acc, cost * (ratios[group(by_id[t])] or 1.0)) for t, (acc, cost) in peers.items()}
+
+
+def timeline(search: dict[str, Any], rungs: tuple[int, ...], eta: int, slots: int) -> list[str]:
+    """FIFO against MOASHA on one search's trials and proposals (module docstring)."""
+    trials = [t for t in search["trials"] if t.get("seconds")]
+    fifo = simulate(trials, (), eta, slots)
+    moasha = simulate(trials, rungs, eta, slots)
+    projected = simulate(trials, rungs, eta, slots, projected=True)
+    final = _volume(trials)
+    lines = [
+        f"{search['label']}: {len(trials)} trials on {slots} slots, rungs {list(rungs)}, eta {eta}",
+        "| schedule | run to their end | last end (min) | HV @ 3 | HV @ 6 | HV @ 9 | HV @ 12 "
+        "| final HV | min to FIFO's final HV |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    schedules = (
+        ("FIFO", fifo),
+        ("MOASHA", moasha),
+        ("MOASHA, costs projected (not kept)", projected),
+    )
+    for name, done in schedules:
+        feasible = [t for t in done if t["feasible"]]
+        at = [hypervolume_at(feasible, minutes * 60) for minutes in (3, 6, 9, 12)]
+        reached = minutes_to_reach(feasible, final - 1e-12)
+        lines.append(
+            f"| {name} | {len(done)} | {max(t['ended_s'] for t in done) / 60:.1f} | "
+            + " | ".join(f"{v:.3f}" for v in at)
+            + f" | {hypervolume_at(feasible, math.inf):.3f} | "
+            + (f"{reached:.1f} |" if reached is not None else "never |")
+        )
+    return lines
+
+
+def ratios(search: dict[str, Any], rungs: tuple[int, ...]) -> list[str]:
+    """The ``ratios`` table of one search (module docstring)."""
+    groups: dict[tuple[str, str], list[list[float]]] = {}
+    for trial in search["trials"]:
+        curve = trial["curve"]
+        if len(curve) > max(rungs):
+            ratios_at = [
+                curve[-1][1] / curve[e - 1][1] if curve[e - 1][1] > 0 else math.nan for e in rungs
+            ]
+            groups.setdefault((trial["gate"], trial["granularity"]), []).append(ratios_at)
+    head = " | ".join(f"end / rung {e}" for e in rungs)
+    lines = [f"| gate | granularity | trials | {head} |", "|---|---|---:|" + "---|" * len(rungs)]
+    for (gate, granularity), rows in sorted(groups.items()):
+        cells = []
+        for index in range(len(rungs)):
+            values = [r[index] for r in rows if math.isfinite(r[index])]
+            cells.append(
+                f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+                if values
+                else "-"
+            )
+        lines.append(f"| {gate} | {granularity} | {len(rows)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -231,6 +394,9 @@ def read(experiment: str, tracking_uri: str) -> list[dict[str, Any]]:
             {
                 "id": run.info.run_id,
                 "started": run.info.start_time,
+                # a trial's run is written when it ends: its start is its end less its time
+                "ended": run.info.end_time,
+                "seconds": run.data.metrics.get("trial_seconds"),
                 "gate": row["gate"],
                 "granularity": row["granularity"],
                 "lambda": row["penalty.lambda"],
@@ -260,6 +426,14 @@ def main() -> None:
     show.add_argument("curves", type=Path)
     show.add_argument("--rungs", nargs="+", type=int, default=[1, 3])
     show.add_argument("--eta", type=int, default=3)
+    line = commands.add_parser("timeline", help="FIFO against MOASHA in time, same proposals")
+    line.add_argument("curves", type=Path)
+    line.add_argument("--rungs", nargs="+", type=int, default=[1, 3])
+    line.add_argument("--eta", type=int, default=3)
+    line.add_argument("--slots", type=int, default=2)
+    ratio = commands.add_parser("ratios", help="how far each method's cost falls after a rung")
+    ratio.add_argument("curves", type=Path)
+    ratio.add_argument("--rungs", nargs="+", type=int, default=[1, 3])
     args = parser.parse_args()
     if args.command == "read":
         searches = json.loads(args.out.read_text()) if args.out.exists() else []
@@ -269,6 +443,14 @@ def main() -> None:
         print(f"{len(trials)} trials read")
         return
     searches = json.loads(args.curves.read_text())
+    if args.command == "ratios":
+        for search in searches:
+            print(f"{search['label']}\n" + "\n".join(ratios(search, tuple(args.rungs))) + "\n")
+        return
+    if args.command == "timeline":
+        for search in searches:
+            print("\n".join(timeline(search, tuple(args.rungs), args.eta, args.slots)) + "\n")
+        return
     print("\n".join(table(searches, tuple(args.rungs), args.eta)))
 
 

@@ -37,6 +37,10 @@ its time budget:
 - U: H with ``sampler.start: spread``, measured against T
 - V: H from 3 gated epochs (``grace_epochs: 3``: one rung, at epoch 3 of 10), so a rung
   sees costs nearer where trials end
+- K: S with ``train.finetune_lr_schedule: cosine``; W: K with MOASHA as H, measured against K
+- X: W on code whose TPE counts only finished trials in its good set's size (ac8c289)
+- Y: W on code that tells the sampler a stopped trial as FAIL, so TPE never sees it (a
+  one-line change to ``StudySearch.on_trial_complete``, not kept)
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -47,7 +51,7 @@ points chosen on validation accuracy and plotted at their test accuracy. ``table
 from the finished trials that had ended by 3, 6 and 12 minutes after the search's parent run
 started, so one run per arm and seed gives the whole curve, and the minutes each arm took to
 reach the final hypervolume of the FIFO arm it is measured against (``versus``: F for G, S for
-the arms of the shipped file, T for U, K for W and X, A for the rest). Stopped (MOASHA, time
+the arms of the shipped file, T for U, K for W, X and Y, A for the rest). Stopped (MOASHA, time
 budget) and failed trials never count. The accuracy table gives, per FLOPs level, the test
 accuracy of the point with the best validation accuracy at or under it, for all trials and for
 the neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
@@ -165,6 +169,8 @@ ARMS["X"] = {
     **ARMS["W"],
     "label": "W on code whose TPE takes its good set from the finished trials alone",
 }
+#: W's settings; the code it needs was never committed: see the module docstring
+ARMS["Y"] = {**ARMS["W"], "label": "W with stopped trials unseen by TPE (told FAIL)"}
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
 #: tagged by the search and never on its front, so the tables and plot never count them
@@ -381,6 +387,11 @@ def main() -> None:
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     run.add_argument("--budget", default="12m")
     run.add_argument("--out", type=Path, required=True, help="JSON file, appended to")
+    run.add_argument(
+        "--keep-stores",
+        type=Path,
+        help="keep each search's MLflow store in DIR/<arm>-<seed> (for rung_rules.py read)",
+    )
     cut = commands.add_parser(
         "cut", help="arm S from the first minutes of a front_quality.py search and its store"
     )
@@ -399,8 +410,13 @@ def main() -> None:
         results = json.loads(args.out.read_text()) if args.out.exists() else []
         for seed in args.seeds:
             for arm in args.arms:
-                with tempfile.TemporaryDirectory(prefix=f"efficiency-{arm}-{seed}-") as tmp:
-                    results.append(run_arm(arm, seed, args.budget, Path(tmp)))
+                if args.keep_stores:
+                    folder = args.keep_stores / f"{arm}-{seed}"
+                    folder.mkdir(parents=True, exist_ok=False)  # never a search on a used store
+                    results.append(run_arm(arm, seed, args.budget, folder))
+                else:
+                    with tempfile.TemporaryDirectory(prefix=f"efficiency-{arm}-{seed}-") as tmp:
+                        results.append(run_arm(arm, seed, args.budget, Path(tmp)))
                 args.out.write_text(json.dumps(results, indent=1) + "\n")  # after every arm
         return
     if args.command == "cut":
