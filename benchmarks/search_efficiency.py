@@ -41,6 +41,8 @@ its time budget:
 - X: W on code whose TPE counts only finished trials in its good set's size (ac8c289)
 - Y: W on code that tells the sampler a stopped trial as FAIL, so TPE never sees it (a
   one-line change to ``StudySearch.on_trial_complete``, not kept)
+- Z: W on code that tells the sampler a trial stopped after it passed a rung as FAIL and one
+  stopped at the first rung as PRUNED (a three-line change there, not kept)
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -51,7 +53,7 @@ points chosen on validation accuracy and plotted at their test accuracy. ``table
 from the finished trials that had ended by 3, 6 and 12 minutes after the search's parent run
 started, so one run per arm and seed gives the whole curve, and the minutes each arm took to
 reach the final hypervolume of the FIFO arm it is measured against (``versus``: F for G, S for
-the arms of the shipped file, T for U, K for W, X and Y, A for the rest). Stopped (MOASHA, time
+the arms of the shipped file, T for U, K for W, X, Y and Z, A for the rest). Stopped (MOASHA, time
 budget) and failed trials never count. The accuracy table gives, per FLOPs level, the test
 accuracy of the point with the best validation accuracy at or under it, for all trials and for
 the neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
@@ -169,8 +171,9 @@ ARMS["X"] = {
     **ARMS["W"],
     "label": "W on code whose TPE takes its good set from the finished trials alone",
 }
-#: W's settings; the code it needs was never committed: see the module docstring
+#: W's settings; the code Y and Z need was never committed: see the module docstring
 ARMS["Y"] = {**ARMS["W"], "label": "W with stopped trials unseen by TPE (told FAIL)"}
+ARMS["Z"] = {**ARMS["W"], "label": "W with trials stopped after a rung unseen by TPE (told FAIL)"}
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
 #: tagged by the search and never on its front, so the tables and plot never count them
