@@ -154,7 +154,7 @@ RULES: dict[str, Rule] = {
 }
 #: rules that rank a trial against its peers only, keeping the top 1/eta of those, and what
 #: makes two trials peers: the granularity (MOASHA with ``sampler.stratify: granularity``) or
-#: the granularity and the gate (``scheduler.peers: [granularity, gate]``)
+#: the granularity and the gate (a rule of this replay only; no scheduler setting does it)
 APART: dict[str, tuple[str, ...]] = {
     name: ("granularity", "gate") if "each gate and granularity apart" in name else ("granularity",)
     for name in RULES
