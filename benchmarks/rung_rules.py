@@ -47,6 +47,7 @@ method's cost still falls after a rung.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import math
 import statistics
@@ -162,6 +163,18 @@ APART: dict[str, tuple[str, ...]] = {
 }
 
 
+def _peers(
+    recorded: Mapping[str, RungResult],
+    trial_id: str,
+    by_id: Mapping[str, dict[str, Any]],
+    apart: tuple[str, ...],
+) -> dict[str, RungResult]:
+    """The results at a rung ``trial_id`` is ranked against: those of the trials sharing its
+    values of ``apart`` (every result when ``apart`` is empty), in recorded order."""
+    own = [by_id[trial_id][key] for key in apart]
+    return {t: r for t, r in recorded.items() if [by_id[t][key] for key in apart] == own}
+
+
 def replay(
     trials: list[dict[str, Any]],
     rule: Rule,
@@ -184,8 +197,7 @@ def replay(
                 survivors.append(trial_id)  # no report at this rung: it runs on
                 continue
             recorded[trial_id] = tuple(curve[epoch - 1])
-            own = [by_id[trial_id][key] for key in apart]
-            peers = {t: r for t, r in recorded.items() if [by_id[t][key] for key in apart] == own}
+            peers = _peers(recorded, trial_id, by_id, apart)
             kept = rule(peers, by_id)[: keep_count(len(peers), eta)]
             if trial_id in kept:
                 survivors.append(trial_id)
@@ -244,8 +256,6 @@ def simulate(
     kept at every rung by the shipped rule (``rungs`` empty: FIFO). ``projected``: the rule
     ranks each cost times its gate and granularity's median end ratio over the trials ended
     by then (``_projected``)."""
-    import heapq
-
     rule, apart = RULES[SHIPPED_RULE], APART[SHIPPED_RULE]
     order = sorted(trials, key=lambda t: t["ended"] / 1000 - t["seconds"])
     per_epoch = {t["id"]: t["seconds"] / t["epochs"] for t in order}
@@ -269,10 +279,7 @@ def simulate(
         trial = by_id[trial_id]
         if epoch < trial["epochs"]:  # a rung
             recorded[epoch][trial_id] = tuple(trial["curve"][epoch - 1])
-            own = [trial[key] for key in apart]
-            peers = {
-                t: r for t, r in recorded[epoch].items() if [by_id[t][k] for k in apart] == own
-            }
+            peers = _peers(recorded[epoch], trial_id, by_id, apart)
             if projected:
                 peers = _projected(peers, epoch, done, by_id)
             if trial_id in rule(peers, by_id)[: keep_count(len(peers), eta)]:
