@@ -43,6 +43,9 @@ its time budget:
   one-line change to ``StudySearch.on_trial_complete``, not kept)
 - Z: W on code that tells the sampler a trial stopped after it passed a rung as FAIL and one
   stopped at the first rung as PRUNED (a three-line change there, not kept)
+- J and L: K and W on the code that tells the sampler a finished trial's FLOPs as the
+  yardstick's log-cost coordinate instead of the raw count (``searcher.told_values``); L is
+  measured against J
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -53,10 +56,10 @@ points chosen on validation accuracy and plotted at their test accuracy. ``table
 from the finished trials that had ended by 3, 6 and 12 minutes after the search's parent run
 started, so one run per arm and seed gives the whole curve, and the minutes each arm took to
 reach the final hypervolume of the FIFO arm it is measured against (``versus``: F for G, S for
-the arms of the shipped file, T for U, K for W, X, Y and Z, A for the rest). Stopped (MOASHA, time
-budget) and failed trials never count. The accuracy table gives, per FLOPs level, the test
-accuracy of the point with the best validation accuracy at or under it, for all trials and for
-the neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
+the arms of the shipped file, T for U, K for W, X, Y and Z, J for L, A for the rest). Stopped
+(MOASHA, time budget) and failed trials never count. The accuracy table gives, per FLOPs level,
+the test accuracy of the point with the best validation accuracy at or under it, for all trials
+and for the neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
 ``magnitude_baseline.py --json`` writes.
 """
 
@@ -174,6 +177,14 @@ ARMS["X"] = {
 #: W's settings; the code Y and Z need was never committed: see the module docstring
 ARMS["Y"] = {**ARMS["W"], "label": "W with stopped trials unseen by TPE (told FAIL)"}
 ARMS["Z"] = {**ARMS["W"], "label": "W with trials stopped after a rung unseen by TPE (told FAIL)"}
+#: K and W on the code that tells the sampler costs on the yardstick's log scale
+#: (``searcher.told_values``); K, W, X, Y and Z ran before it, when it was told raw FLOPs
+ARMS["J"] = {**ARMS["K"], "label": "K, costs told to TPE on the yardstick's scale (FIFO)"}
+ARMS["L"] = {
+    **ARMS["W"],
+    "label": "W, costs told to TPE on the yardstick's scale (MOASHA)",
+    "versus": "J",
+}
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
 #: tagged by the search and never on its front, so the tables and plot never count them
