@@ -134,7 +134,7 @@ def normalised_point(row: Mapping[str, Any], objectives: Mapping[str, str]) -> l
             coordinate = None if value is None else 1.0 - _unit(value, YARDSTICK.accuracy)
         elif direction == "min":
             ratio = _finite(row.get(ratio_key(name)))
-            coordinate = None if ratio is None else log_cost(ratio)
+            coordinate = None if ratio is None else _log_cost(ratio)
         else:
             raise ValueError(
                 f"objective {name!r}: direction must be 'max' or 'min', got {direction!r}"
@@ -162,7 +162,7 @@ def box_point(
     ``front_hypervolume`` measures a two-objective row as. ``accuracy_floor`` raises the box's
     bottom from chance (a search whose constraint keeps anything less off its front)."""
     bottom = max(YARDSTICK.accuracy[0], accuracy_floor or YARDSTICK.accuracy[0])
-    return 1.0 - _unit(accuracy, (bottom, YARDSTICK.accuracy[1])), log_cost(cost_ratio)
+    return 1.0 - _unit(accuracy, (bottom, YARDSTICK.accuracy[1])), _log_cost(cost_ratio)
 
 
 def exclusive_shares(
@@ -182,10 +182,9 @@ def exclusive_shares(
     ]
 
 
-def log_cost(ratio: float) -> float:
-    """A cost ratio as the yardstick's cost coordinate: 0 at a thousandth of the dense cost or
-    less (a ratio of 0 included), 1 at the dense cost or more. The sampler is told costs this
-    way too (``searcher.told_values``), so it weighs a front as the yardstick does."""
+def _log_cost(ratio: float) -> float:
+    """0 at a thousandth of the dense cost or less (a ratio of 0 included), 1 at the dense cost
+    or more."""
     if ratio <= 0:
         return 0.0
     return _unit(math.log10(ratio), YARDSTICK.log10_cost)

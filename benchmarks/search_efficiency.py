@@ -7,6 +7,8 @@ Usage:
       --out benchmarks/search_efficiency.json        # arm S: a 30-minute search's first 12
   python benchmarks/search_efficiency.py table benchmarks/search_efficiency.json \
       [--baselines benchmarks/magnitude_levels.json] [--plot benchmarks/search_efficiency.png]
+  python benchmarks/search_efficiency.py slices benchmarks/cosine_moasha_search.json \
+      --arm W --minutes 6 --versus K --versus-minutes 12   # where on the cost axis it trails
 
 Each arm is a real search of the bundled ``search_spaces/lenet300_fashion.yaml`` (LeNet-300-100
 on Fashion-MNIST, 2 trials at a time, local Ray, an MLflow SQLite store of its own) ended by
@@ -43,9 +45,9 @@ its time budget:
   one-line change to ``StudySearch.on_trial_complete``, not kept)
 - Z: W on code that tells the sampler a trial stopped after it passed a rung as FAIL and one
   stopped at the first rung as PRUNED (a three-line change there, not kept)
-- J and L: K and W on the code that tells the sampler a finished trial's FLOPs as the
-  yardstick's log-cost coordinate instead of the raw count (``searcher.told_values``); L is
-  measured against J
+- J and L: K and W on code that told the sampler a finished trial's FLOPs as the yardstick's
+  log-cost coordinate instead of the raw count (``searcher.told_values`` of 2497cda, reverted
+  after; not kept); L is measured against J
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -66,6 +68,7 @@ and for the neuron-granularity (structured) ones alone; ``--baselines`` adds the
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import warnings
@@ -177,8 +180,8 @@ ARMS["X"] = {
 #: W's settings; the code Y and Z need was never committed: see the module docstring
 ARMS["Y"] = {**ARMS["W"], "label": "W with stopped trials unseen by TPE (told FAIL)"}
 ARMS["Z"] = {**ARMS["W"], "label": "W with trials stopped after a rung unseen by TPE (told FAIL)"}
-#: K and W on the code that tells the sampler costs on the yardstick's log scale
-#: (``searcher.told_values``); K, W, X, Y and Z ran before it, when it was told raw FLOPs
+#: K's and W's settings; the code they need was reverted: run them from a git archive of
+#: 2497cda, whose sampler is told costs on the yardstick's log scale (``told_values``)
 ARMS["J"] = {**ARMS["K"], "label": "K, costs told to TPE on the yardstick's scale (FIFO)"}
 ARMS["L"] = {
     **ARMS["W"],
@@ -297,23 +300,54 @@ def cut_arm(quality: dict[str, Any], store: Path, minutes: float) -> dict[str, A
     }
 
 
-def hypervolume_at(trials: list[dict[str, Any]], seconds: float) -> float:
-    """The yardstick of the validation front of the trials ended by ``seconds``, at their
-    test accuracy."""
-    from archsearch.hypervolume import front_hypervolume
+def _test_front(trials: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
+    """The validation front of the trials ended by ``seconds``, each at its test accuracy."""
     from archsearch.pareto import non_dominated
 
     done = [t for t in trials if t["ended_s"] <= seconds]
     if not done:
-        return 0.0
+        return []
     points = [[t["val_accuracy"], t["flops_ratio"]] for t in done]
     flags = non_dominated(points, ["max", "min"])
-    front = [
+    return [
         {"val_accuracy": t["test_accuracy"], "flops_ratio": t["flops_ratio"]}
         for t, on in zip(done, flags, strict=True)
         if on
     ]
-    return front_hypervolume(front, {"val_accuracy": "max", "flops": "min"})
+
+
+def hypervolume_at(trials: list[dict[str, Any]], seconds: float) -> float:
+    """The yardstick of the validation front of the trials ended by ``seconds``, at their
+    test accuracy."""
+    from archsearch.hypervolume import front_hypervolume
+
+    front = _test_front(trials, seconds)
+    return front_hypervolume(front, {"val_accuracy": "max", "flops": "min"}) if front else 0.0
+
+
+#: the yardstick's cost axis (log10 of the FLOPs ratio) in half-decades, cheapest first
+SLICES = tuple((-3 + k / 2, -2.5 + k / 2) for k in range(6))
+
+
+def hypervolume_by_slice(trials: list[dict[str, Any]], seconds: float) -> list[float]:
+    """``hypervolume_at`` cut along the cost axis into ``SLICES``: each half-decade's part of
+    the box that the front dominates (the parts add up to the whole). It shows where on the
+    axis one front beats another: a search that lacks only the cheapest trials loses in the
+    first slice alone."""
+    from archsearch.hypervolume import LOG10_COST_RANGE, box_point
+
+    boxed = [box_point(r["val_accuracy"], r["flops_ratio"]) for r in _test_front(trials, seconds)]
+    low, high = LOG10_COST_RANGE
+    parts = []
+    for start, end in SLICES:
+        a, b = (start - low) / (high - low), (end - low) / (high - low)
+        cuts = sorted({a, b, *(cost for _, cost in boxed if a < cost < b)})
+        part = 0.0
+        for left, right in itertools.pairwise(cuts):
+            best = min([accuracy for accuracy, cost in boxed if cost <= left], default=1.0)
+            part += (right - left) * (1.0 - best)
+        parts.append(part)
+    return parts
 
 
 def minutes_to_reach(trials: list[dict[str, Any]], volume: float) -> float | None:
@@ -369,6 +403,28 @@ def table(results: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> lis
     return lines
 
 
+def slice_table(results: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
+    """Per seed both arms hold: each front's ``hypervolume_by_slice`` and the difference."""
+    edges = [[f"{float(f'{10 ** (2 + end):.2g}'):g}" for end in pair] for pair in SLICES]
+    heads = " | ".join(f"{a}-{b}%" for a, b in edges)
+    lines = [f"| front | seed | {heads} | whole |", "|---|---:|" + "---:|" * (len(SLICES) + 1)]
+    last = {(r["arm"], r["seed"]): r for r in results}  # a seed's last record of each arm
+    for arm, seed in sorted(k for k in last if k[0] == args.arm):
+        if (args.versus, seed) not in last:
+            continue
+        ours = hypervolume_by_slice(last[arm, seed]["trials"], 60 * args.minutes)
+        theirs = hypervolume_by_slice(last[args.versus, seed]["trials"], 60 * args.versus_minutes)
+        rows = (
+            (f"{arm} @ {args.minutes:g} min", ours, "{:.3f}"),
+            (f"{args.versus} @ {args.versus_minutes:g} min", theirs, "{:.3f}"),
+            ("difference", [o - t for o, t in zip(ours, theirs, strict=True)], "{:+.3f}"),
+        )
+        for name, parts, form in rows:
+            cells = " | ".join(form.format(p) for p in [*parts, sum(parts)])
+            lines.append(f"| {name} | {seed} | {cells} |")
+    return lines
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     """Hypervolume against time, one line per arm and seed."""
     import matplotlib
@@ -414,6 +470,14 @@ def main() -> None:
     cut.add_argument("--store", type=Path, required=True, help="a copy of that search's store")
     cut.add_argument("--minutes", type=float, default=12)
     cut.add_argument("--out", type=Path, required=True, help="JSON file, appended to")
+    slices = commands.add_parser(
+        "slices", help="where on the cost axis one arm's front trails another's, per seed"
+    )
+    slices.add_argument("results", type=Path)
+    slices.add_argument("--arm", required=True)
+    slices.add_argument("--minutes", type=float, default=6, help="the arm's front at this time")
+    slices.add_argument("--versus", required=True)
+    slices.add_argument("--versus-minutes", type=float, default=12)
     show = commands.add_parser("table", help="the tables (and plot) from a run's JSON")
     show.add_argument("results", type=Path)
     show.add_argument("--baselines", type=Path, help="magnitude_baseline.py --json output")
@@ -440,6 +504,9 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         return
     results = json.loads(args.results.read_text())
+    if args.command == "slices":
+        print("\n".join(slice_table(results, args)))
+        return
     baselines = json.loads(args.baselines.read_text()) if args.baselines else []
     print("\n".join(table(results, baselines)))
     if args.plot:

@@ -21,17 +21,6 @@ Two things Ray's ``OptunaSearch.on_trial_complete`` cannot know, and what it wou
   ``set_constraint`` until the trial's result arrives. (``constraints_func``, the older way,
   is deprecated since Optuna 5.0.)
 
-- **Costs, on the yardstick's scale.** A finished trial's cost objectives (``flops``,
-  ``params``, ``latency``) are told as ``hypervolume.log_cost`` of their ratio to the dense
-  network, not as raw counts. The order of trials is the same, but the geometry is not: TPE
-  fills its good set from the non-dominated trials by hypervolume subset selection, and on a
-  linear cost axis a trial at 0.1% and one at 0.3% of the FLOPs are nearly the same point
-  while 40% and 80% are far apart, so its picks lean to the dear, accurate end. The yardstick
-  measures the log of the ratio, where the cheap end is most of the box: on the 40 finished
-  weight trials of a LeNet-300-100 search, the linear axis put trials at 24% and 8% of the
-  FLOPs in TPE's good set of 4, the log axis trials at 0.15-0.22% (``benchmarks/RESULTS.md``,
-  "The sampler told costs on the yardstick's scale"). MLflow and the front keep raw values.
-
 And one thing a resumed search knows that Ray's saved state may not: **trials that ended after
 Ray's last save.** Ray saves the experiment every few seconds (its own period); a driver killed
 between two saves restores a searcher that never suggested the trials started since. Those that
@@ -42,7 +31,6 @@ searcher suggests that many fewer: the search ends with the trials asked for, no
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -51,8 +39,6 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from archsearch.constraints import constraint_values
-from archsearch.hypervolume import log_cost
-from archsearch.pareto import ratio_key
 from archsearch.search.reports import is_final
 from archsearch.space import SAMPLERS, SearchSpec
 from archsearch.space.start import spread_points
@@ -84,18 +70,6 @@ def all_suggested(suggested: Iterable[str], trials: int) -> bool:
     return len(known) + len(logged - known) >= trials
 
 
-def told_values(result: dict[str, Any], objectives: dict[str, str]) -> dict[str, Any]:
-    """A finished trial's result as the sampler is told it: each minimised objective whose
-    ratio to the dense network the result holds replaced by that ratio's ``log_cost`` (see
-    the module docstring); anything else as it is."""
-    told = dict(result)
-    for name, direction in objectives.items():
-        ratio = result.get(ratio_key(name))
-        if direction == "min" and isinstance(ratio, (int, float)) and math.isfinite(ratio):
-            told[name] = log_cost(float(ratio))
-    return told
-
-
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler a space file names (``sampler.name``), seeded."""
     return getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
@@ -115,14 +89,12 @@ class _DefineByRun:
 
 
 class StudySearch(OptunaSearch):
-    """OptunaSearch over a ``SearchSpec``: stopped trials told PRUNED, constraints set, costs
-    told on the yardstick's scale."""
+    """OptunaSearch over a ``SearchSpec``: stopped trials told PRUNED, constraints set."""
 
     def __init__(self, spec: SearchSpec, *, counts_trials: bool = True) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._define = _DefineByRun(spec)
         self._objectives = list(spec.objectives)
-        self._directions = dict(spec.objectives)
         self._constraints = spec.constraints
         #: the trials to suggest; None when a wrapper counts them (``strata.StratifiedSearch``)
         self._trials = spec.trials if counts_trials else None
@@ -156,6 +128,4 @@ class StudySearch(OptunaSearch):
         if result is not None and self._constraints and setter is not None:
             for key, value in constraint_values(result, self._constraints).items():
                 setter(key, value)
-        if result is not None:
-            result = told_values(result, self._directions)
         super().on_trial_complete(trial_id, result=result, error=error)
