@@ -68,7 +68,6 @@ and for the neuron-granularity (structured) ones alone; ``--baselines`` adds the
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import tempfile
 import warnings
@@ -334,19 +333,16 @@ def hypervolume_by_slice(trials: list[dict[str, Any]], seconds: float) -> list[f
     the box that the front dominates (the parts add up to the whole). It shows where on the
     axis one front beats another: a search that lacks only the cheapest trials loses in the
     first slice alone."""
-    from archsearch.hypervolume import LOG10_COST_RANGE, box_point
+    from archsearch.hypervolume import LOG10_COST_RANGE, box_point, dominated_volume
 
     boxed = [box_point(r["val_accuracy"], r["flops_ratio"]) for r in _test_front(trials, seconds)]
     low, high = LOG10_COST_RANGE
     parts = []
     for start, end in SLICES:
         a, b = (start - low) / (high - low), (end - low) / (high - low)
-        cuts = sorted({a, b, *(cost for _, cost in boxed if a < cost < b)})
-        part = 0.0
-        for left, right in itertools.pairwise(cuts):
-            best = min([accuracy for accuracy, cost in boxed if cost <= left], default=1.0)
-            part += (right - left) * (1.0 - best)
-        parts.append(part)
+        # a point left of the slab dominates it from its left edge; the slab's right edge is
+        # the reference, so points right of it add nothing
+        parts.append(dominated_volume([(acc, max(cost, a)) for acc, cost in boxed], (1.0, b)))
     return parts
 
 
