@@ -245,6 +245,26 @@ def test_a_points_exclusive_share_is_what_the_yardstick_loses_without_it() -> No
     assert exclusive_shares([(0.1, 0.01), (math.nan, 0.01)]) == [0.0, 0.0]
 
 
+def test_under_an_accuracy_floor_a_share_is_what_the_feasible_front_loses() -> None:
+    """A search's front holds its feasible trials only, measured from chance: a point's share
+    under a floor is what that front loses without it, and an infeasible point holds and
+    shades nothing, however cheap."""
+    rows = [
+        {"val_accuracy": 0.90, "flops_ratio": 0.3},
+        {"val_accuracy": 0.84, "flops_ratio": 0.002},
+        {"val_accuracy": 0.75, "flops_ratio": 0.0005},  # infeasible under 0.8
+        {"val_accuracy": 0.86, "flops_ratio": 0.02},
+    ]
+    feasible = [r for r in rows if r["val_accuracy"] >= 0.8]
+    whole = front_hypervolume(feasible, ACC_FLOPS)
+    shares = exclusive_shares([(r["val_accuracy"], r["flops_ratio"]) for r in rows], 0.8)
+    assert shares[2] == 0.0
+    for row, share in zip(rows, shares, strict=True):
+        if row in feasible:
+            others = [r for r in feasible if r is not row]
+            assert share == pytest.approx(whole - front_hypervolume(others, ACC_FLOPS))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_exclusive_shares_match_removing_each_point(seed: int) -> None:
     """The one-sweep shares against the exact volume without each point, on sets with

@@ -166,6 +166,18 @@ def test_under_an_accuracy_constraint_a_result_below_it_holds_no_share(tmp_path:
     assert MoashaScheduler.from_spec(_moasha_spec(tmp_path)).accuracy_floor is None
 
 
+def test_under_an_accuracy_constraint_a_cheap_feasible_result_weighs_as_the_yardstick_does() -> (
+    None
+):
+    """Of a cheap result just above the floor and a dear accurate one, one goes on (eta 2).
+    The yardstick, from chance, gives the cheap one 0.27 of the box and the dear one 0.06;
+    measured from the floor instead, 0.03 against 0.27, and the front's cheap end would stop
+    (the corner issue 9's searches were short of)."""
+    results = {"dear": (0.90, 0.01), "cheap": (0.82, 0.001)}
+    assert continues(results, "cheap", eta=2, rank="hypervolume", accuracy_floor=0.8)
+    assert not continues(results, "dear", eta=2, rank="hypervolume", accuracy_floor=0.8)
+
+
 def test_within_a_round_a_dominated_bin_best_comes_after() -> None:
     # the cheap bin's best is better *and* cheaper than the dear bin's best
     results = {"dear": (0.70, 0.9), "cheap": (0.85, 0.05), "cheap2": (0.80, 0.04)}

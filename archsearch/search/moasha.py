@@ -5,8 +5,8 @@ cost ratio of the current hard masks (min), from the trials' epoch reports (``re
 When a trial reaches a rung (``grace_epochs * eta**k`` gated epochs, below ``train.epochs``)
 its result is recorded there and it goes on only if it ranks in the top ``ceil(n / eta)`` of
 the ``n`` results recorded at that rung; the rule and its tie-break are ``archsearch.rungs``'s
-(non-dominated rank, ties by each result's share of the yardstick's box above the search's
-accuracy constraint, by default). Everything else runs as FIFO.
+(non-dominated rank, ties by each result's share of the yardstick's box, nothing for a result
+below the search's accuracy constraint, by default). Everything else runs as FIFO.
 
 A search with one sampler per stratum (``sampler.stratify``, e.g. per granularity) ranks a
 trial at a rung against its own stratum's results only. Ranked against every result, a
