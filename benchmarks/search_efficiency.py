@@ -48,21 +48,26 @@ its time budget:
 - J and L: K and W on code that told the sampler a finished trial's FLOPs as the yardstick's
   log-cost coordinate instead of the raw count (``searcher.told_values`` of 2497cda, reverted
   after; not kept); L is measured against J
+- WT: W with ``penalty.target`` searched log-uniform over the whole box (0.1%-50%,
+  ``SHIPPED_TARGET_RANGE``) and ``penalty.lambda`` fixed at 1: a trial's cost is asked for,
+  not found; measured against K (the file searched by lambda)
+- WC: W's settings on the code that weighs a feasible rung result's share of the box from
+  chance, as the yardstick weighs the front (W ran when it was weighed from the search's
+  accuracy floor); results below the floor still hold nothing
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
 
-The yardstick is the project's (``archsearch.hypervolume``): the share of the box
-log10(FLOPs ratio) in [-3, 0] x accuracy in [0.1, 1] that the front dominates, with the
-points chosen on validation accuracy and plotted at their test accuracy. ``table`` recomputes it
-from the finished trials that had ended by 3, 6 and 12 minutes after the search's parent run
-started, so one run per arm and seed gives the whole curve, and the minutes each arm took to
-reach the final hypervolume of the FIFO arm it is measured against (``versus``: F for G, S for
-the arms of the shipped file, T for U, K for W, X, Y and Z, J for L, A for the rest). Stopped
-(MOASHA, time budget) and failed trials never count. The accuracy table gives, per FLOPs level,
-the test accuracy of the point with the best validation accuracy at or under it, for all trials
-and for the neuron-granularity (structured) ones alone; ``--baselines`` adds the rows
-``magnitude_baseline.py --json`` writes.
+The yardstick is the project's (``archsearch.hypervolume``): the share of the box log10(FLOPs ratio)
+in [-3, 0] x accuracy in [0.1, 1] that the front dominates, with the points chosen on validation
+accuracy and plotted at their test accuracy. ``table`` recomputes it from the finished trials that
+had ended by 3, 6 and 12 minutes after the search's parent run started, so one run per arm and seed
+gives the whole curve, and the minutes each arm took to reach the final hypervolume of the FIFO arm
+it is measured against (``versus``: F for G, S for the arms of the shipped file, T for U, K for W,
+X, Y, Z, WC and WT, J for L, A for the rest). Stopped (MOASHA, time budget) and failed trials
+never count. The accuracy table gives, per FLOPs level, the test accuracy of the point with the best
+validation accuracy at or under it, for all trials and for the neuron-granularity (structured) ones
+alone; ``--baselines`` adds the rows ``magnitude_baseline.py --json`` writes.
 """
 
 from __future__ import annotations
@@ -187,7 +192,15 @@ ARMS["L"] = {
     "label": "W, costs told to TPE on the yardstick's scale (MOASHA)",
     "versus": "J",
 }
+ARMS["WT"] = {
+    **ARMS["W"],
+    "label": "W with penalty.target searched, lambda 1 (MOASHA)",
+    "shipped_space": "target",
+}
+ARMS["WC"] = {**ARMS["W"], "label": "W, rung shares of feasible results from chance (MOASHA)"}
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
+#: WT: down to the yardstick's left edge, where the shipped file's cheapest points lie
+SHIPPED_TARGET_RANGE = {"loguniform": [0.001, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
 #: tagged by the search and never on its front, so the tables and plot never count them
 CONSTRAINTS = {"val_accuracy": {"min": 0.8}}
@@ -214,6 +227,9 @@ def arm_space(arm: str, seed: int, budget: str) -> dict[str, Any]:
         if "shipped_start" in settings:
             raw["sampler"]["start"] = settings["shipped_start"]
         raw["train"].update(settings.get("shipped_train", {}))
+        if settings.get("shipped_space") == "target":
+            raw["space"]["penalty.target"] = dict(SHIPPED_TARGET_RANGE)
+            raw["space"]["penalty.lambda"] = [1.0]
         return raw
     # one sampler over both granularities: the arms ran before the file set sampler.stratify
     raw["sampler"] = {"name": settings["sampler"], "seed": seed}
