@@ -166,9 +166,7 @@ def test_under_an_accuracy_constraint_a_result_below_it_holds_no_share(tmp_path:
     assert MoashaScheduler.from_spec(_moasha_spec(tmp_path)).accuracy_floor is None
 
 
-def test_under_an_accuracy_constraint_a_cheap_feasible_result_weighs_as_the_yardstick_does() -> (
-    None
-):
+def test_a_cheap_feasible_result_weighs_at_a_rung_as_on_the_yardstick() -> None:
     """Of a cheap result just above the floor and a dear accurate one, one goes on (eta 2).
     The yardstick, from chance, gives the cheap one 0.27 of the box and the dear one 0.06;
     measured from the floor instead, 0.03 against 0.27, and the front's cheap end would stop
