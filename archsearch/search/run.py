@@ -340,6 +340,8 @@ def _policy_lines(spec: SearchSpec, budget: TimeBudget) -> list[str]:
     if spec.stratify:
         strata = ", ".join(map(str, spec.strata()))
         lines.append(f"one sampler per {spec.stratify} ({strata}), trials dealt in turn")
+    if spec.multivariate:
+        lines.append("sampler: multivariate TPE (the parameters a trial draws, modelled jointly)")
     if spec.start == "spread":
         each = " of each sampler" if spec.stratify else ""
         lines.append(f"start: the first {START_TRIALS} trials{each} spread over the space")

@@ -31,6 +31,7 @@ searcher suggests that many fewer: the search ends with the trials asked for, no
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -70,9 +71,21 @@ def all_suggested(suggested: Iterable[str], trials: int) -> bool:
     return len(known) + len(logged - known) >= trials
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a space file names (``sampler.name``), seeded."""
-    return getattr(optuna.samplers, SAMPLERS[name])(seed=seed)
+def make_sampler(
+    name: str, seed: int, *, multivariate: bool = False
+) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a space file names (``sampler.name``), seeded.
+
+    ``multivariate`` (TPE only): one density over the parameters a trial draws together, split
+    into the groups that define-by-run trials share (a gate's own options are drawn only in its
+    trials). Optuna marks both options experimental; its warnings say nothing a user can act on.
+    """
+    sampler_class = getattr(optuna.samplers, SAMPLERS[name])
+    if not multivariate:
+        return sampler_class(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return sampler_class(seed=seed, multivariate=True, group=True)
 
 
 class _DefineByRun:
@@ -105,7 +118,7 @@ class StudySearch(OptunaSearch):
             self._define,  # define-by-run: a gate's options are drawn only in its own trials
             metric=self._objectives,
             mode=list(spec.objectives.values()),
-            sampler=make_sampler(spec.sampler, spec.seed),
+            sampler=make_sampler(spec.sampler, spec.seed, multivariate=spec.multivariate),
             # enqueued in the study: run first, counted as the sampler's start-up trials
             points_to_evaluate=spread_points(spec) if spec.start == "spread" else None,
         )

@@ -67,7 +67,7 @@ _MODEL_KEYS = {"name": str, "options": dict}
 _INIT_KEYS = {"weights": str, "from": str}
 _REFERENCE_KEYS = {"train": bool}
 _DATA_KEYS = {"name": str, "root": str | None, "val_fraction": float, "options": dict}
-_SAMPLER_KEYS = {"name": str, "seed": int, "stratify": str, "start": str}
+_SAMPLER_KEYS = {"name": str, "seed": int, "stratify": str, "start": str, "multivariate": bool}
 _LATENCY_KEYS = {"runtime": str | bool, "batch": int, "repeats": int, "threads": int}
 _RESOURCE_KEYS = {"cpu": float, "gpu": float}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -158,6 +158,7 @@ def _build(raw: dict[str, Any], check: Check) -> SearchSpec:
         **_reference_settings(raw, base, check),
         stratify=sampler.get("stratify"),
         start=sampler.get("start", "random"),
+        multivariate=sampler.get("multivariate", False),
     )
     _check_run_shape(spec, check)
     _check_strata(spec, check)
@@ -194,6 +195,10 @@ def _check_run_shape(spec: SearchSpec, check: Check) -> None:
         check.fail("sampler.name", f"expected one of: {', '.join(SAMPLERS)}")
     if spec.start not in STARTS:
         check.fail("sampler.start", f"expected one of: {', '.join(STARTS)}, got {spec.start!r}")
+    if spec.multivariate and spec.sampler != "tpe":
+        check.fail(
+            "sampler.multivariate", f"only tpe models parameters jointly, not {spec.sampler}"
+        )
     if spec.cpu <= 0:
         check.fail("resources.cpu", f"expected a number > 0 (fractions allowed), got {spec.cpu}")
     if spec.gpu < 0 or (spec.gpu > 1 and not spec.gpu.is_integer()):

@@ -180,6 +180,10 @@ class SearchSpec:
     stratum_params: tuple[tuple[Any, tuple[Param, ...]], ...] = ()
     #: ``sampler.start``: how each study's first trials are chosen (``STARTS``)
     start: str = "random"
+    #: ``sampler.multivariate``: TPE draws the parameters a trial draws together from one
+    #: density (Optuna's ``multivariate=True, group=True``); False: one density per parameter,
+    #: Optuna's default
+    multivariate: bool = False
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Define-by-run space for Optuna: conditions are read from values already drawn."""
@@ -253,4 +257,5 @@ class SearchSpec:
                 for p in params
             },
             **({"sampler.start": self.start} if self.start != "random" else {}),
+            **({"sampler.multivariate": True} if self.multivariate else {}),
         }
