@@ -64,10 +64,10 @@ accuracy and plotted at their test accuracy. ``table`` recomputes it from the fi
 had ended by 3, 6 and 12 minutes after the search's parent run started, so one run per arm and seed
 gives the whole curve, and the minutes each arm took to reach the final hypervolume of the FIFO arm
 it is measured against (``versus``: F for G, S for the arms of the shipped file, T for U, K for W,
-X, Y, Z, WC and WT, J for L, A for the rest). Stopped (MOASHA, time budget) and failed trials
-never count. The accuracy table gives, per FLOPs level, the test accuracy of the point with the best
-validation accuracy at or under it, for all trials and for the neuron-granularity (structured) ones
-alone; ``--baselines`` adds the rows ``magnitude_baseline.py --json`` writes.
+X, Y, Z, WC, WT, WM and KM, J for L, A for the rest). Stopped (MOASHA, time budget) and failed
+trials never count. The accuracy table gives, per FLOPs level, the test accuracy of the point
+with the best validation accuracy at or under it, for all trials and for the neuron-granularity
+(structured) ones alone; ``--baselines`` adds the rows ``magnitude_baseline.py --json`` writes.
 """
 
 from __future__ import annotations
@@ -200,6 +200,14 @@ ARMS["WT"] = {
     "shipped_target": SHIPPED_TARGET_RANGE,
 }
 ARMS["WC"] = {**ARMS["W"], "label": "W, rung shares of feasible results from chance (MOASHA)"}
+#: WC with TPE modelling gate and lambda jointly (``sampler.multivariate``); KM: K with it
+ARMS["WM"] = {**ARMS["WC"], "label": "WC with multivariate TPE (MOASHA)", "multivariate": True}
+ARMS["KM"] = {
+    **ARMS["K"],
+    "label": "K with multivariate TPE (FIFO)",
+    "multivariate": True,
+    "versus": "K",
+}
 TARGET_RANGE = {"loguniform": [0.005, 0.5]}
 #: every arm's constraint (the issue's "nothing below 80% accuracy"): infeasible trials are
 #: tagged by the search and never on its front, so the tables and plot never count them
@@ -226,6 +234,8 @@ def arm_space(arm: str, seed: int, budget: str) -> dict[str, Any]:
         raw["sampler"]["name"] = settings.get("shipped_sampler", raw["sampler"]["name"])
         if "shipped_start" in settings:
             raw["sampler"]["start"] = settings["shipped_start"]
+        if settings.get("multivariate"):
+            raw["sampler"]["multivariate"] = True
         raw["train"].update(settings.get("shipped_train", {}))
         if "shipped_target" in settings:
             _search_by_target(raw["space"], settings["shipped_target"])
