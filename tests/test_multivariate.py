@@ -1,7 +1,7 @@
 """``sampler.multivariate``: TPE draws the parameters a trial draws together (its gate, its
-lambda) from one density, where Optuna's default has one per parameter. Under MOASHA it
-brought ``lenet300_fashion.yaml``'s front sooner on three seeds of four (benchmarks/RESULTS.md,
-"Multivariate TPE"); these tests hold what the option does, not that gain."""
+lambda) from one density, where Optuna's default has one per parameter. Under MOASHA its
+gain on ``lenet300_fashion.yaml`` was within one seed's run-to-run spread (benchmarks/RESULTS.md,
+"Multivariate TPE"); these tests hold what the option does, not a gain."""
 
 from __future__ import annotations
 
