@@ -9,6 +9,8 @@ Usage:
       [--baselines benchmarks/magnitude_levels.json] [--plot benchmarks/search_efficiency.png]
   python benchmarks/search_efficiency.py slices benchmarks/cosine_moasha_search.json \
       --arm W --minutes 6 --versus K --versus-minutes 12   # where on the cost axis it trails
+  python benchmarks/search_efficiency.py repeats benchmarks/cosine_moasha_search.json \
+      --arm WC WC2 WC3 --versus K7 K8 K9     # the half-time target on repeated runs
 
 Each arm is a real search of the bundled ``search_spaces/lenet300_fashion.yaml`` (LeNet-300-100
 on Fashion-MNIST, 2 trials at a time, local Ray, an MLflow SQLite store of its own) ended by
@@ -54,6 +56,11 @@ its time budget:
 - WC: W's settings on the code that weighs a feasible rung result's share of the box from
   chance, as the yardstick weighs the front (W ran when it was weighed from the search's
   accuracy floor); results below the floor still hold nothing
+
+A record named by an arm and a digit (K7, K8, K9; WC2, WC3; WM2) is a repeated run of that
+arm on the machine of 2026-12-07: a seed fixes a search's start-up draws, not its course (two
+trials at once end in an order timing decides), so ``repeats`` judges the half-time target on
+every run of an arm against every run of its FIFO arm, and on their medians.
 
 Every arm carries the constraint ``val_accuracy >= 0.8`` (``CONSTRAINTS``): the sampler is told
 of it, and a trial that violates it is tagged infeasible and never on a front or in a table.
@@ -451,6 +458,42 @@ def slice_table(results: list[dict[str, Any]], args: argparse.Namespace) -> list
     return lines
 
 
+def repeat_table(results: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
+    """The half-time target judged on repeated runs: a seed's single run of either arm moves
+    by minutes (two trials at once end in an order timing decides), so every run of the arm is
+    set against every run of the FIFO arm, and the verdict is taken on the medians."""
+    from statistics import median
+
+    end, half = 60 * args.minutes, args.minutes / 2
+    lines = [
+        f"| seed | {'/'.join(args.versus)}: HV @ {args.minutes:g} min | median "
+        f"| {'/'.join(args.arm)}: minutes to each | pairs <= {half:g} min "
+        f"| minutes to the median | met |",
+        "|---:|---|---:|---|---:|---:|---|",
+    ]
+    for seed in sorted({r["seed"] for r in results}):
+        ours = [r for r in results if r["seed"] == seed and r["arm"] in args.arm]
+        theirs = [r for r in results if r["seed"] == seed and r["arm"] in args.versus]
+        if not ours or not theirs:
+            continue
+        goals = [hypervolume_at(r["trials"], end) for r in theirs]
+        goal = median(goals)
+        reach = [[minutes_to_reach(r["trials"], g) for g in goals] for r in ours]
+        pairs = [m for row in reach for m in row]
+        met = sum(m is not None and m <= half for m in pairs)
+        to_median = [minutes_to_reach(r["trials"], goal) for r in ours]
+        # a run that never reaches it counts as slower than any that does
+        typical = median(float("inf") if m is None else m for m in to_median)
+        cells = "; ".join(
+            ", ".join("never" if m is None else f"{m:.1f}" for m in row) for row in reach
+        )
+        lines.append(
+            f"| {seed} | {', '.join(f'{g:.3f}' for g in goals)} | {goal:.3f} | {cells} "
+            f"| {met} of {len(pairs)} | {typical:.1f} | {'yes' if typical <= half else 'no'} |"
+        )
+    return lines
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     """Hypervolume against time, one line per arm and seed."""
     import matplotlib
@@ -504,6 +547,13 @@ def main() -> None:
     slices.add_argument("--minutes", type=float, default=6, help="the arm's front at this time")
     slices.add_argument("--versus", required=True)
     slices.add_argument("--versus-minutes", type=float, default=12)
+    repeats = commands.add_parser(
+        "repeats", help="the half-time target on repeated runs of an arm and its FIFO arm"
+    )
+    repeats.add_argument("results", type=Path)
+    repeats.add_argument("--arm", nargs="+", required=True, help="the records of one arm's runs")
+    repeats.add_argument("--versus", nargs="+", required=True, help="the FIFO arm's runs")
+    repeats.add_argument("--minutes", type=float, default=12, help="the FIFO arm's budget")
     show = commands.add_parser("table", help="the tables (and plot) from a run's JSON")
     show.add_argument("results", type=Path)
     show.add_argument("--baselines", type=Path, help="magnitude_baseline.py --json output")
@@ -532,6 +582,9 @@ def main() -> None:
     results = json.loads(args.results.read_text())
     if args.command == "slices":
         print("\n".join(slice_table(results, args)))
+        return
+    if args.command == "repeats":
+        print("\n".join(repeat_table(results, args)))
         return
     baselines = json.loads(args.baselines.read_text()) if args.baselines else []
     print("\n".join(table(results, baselines)))
