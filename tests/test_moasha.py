@@ -386,6 +386,14 @@ def _stops_in(state: object) -> int:
     return max((_stops_in(inner) for inner in state.values()), default=0)
 
 
+def _snapshot(folder: Path) -> str:
+    """The files of Ray's experiment snapshot and their sizes: a resume that ended short once
+    in CI (2026-12-07) without restoring the rung book, and this is what it resumed from."""
+    state = folder / "ray_results" / "moasha-resume"
+    files = sorted(p for p in state.iterdir() if p.is_file()) if state.is_dir() else []
+    return "\nRay snapshot: " + ", ".join(f"{p.name} ({p.stat().st_size} B)" for p in files)
+
+
 def _wait_for_saved_stop(folder: Path, process, timeout: float) -> None:
     """A kill before Ray saved the stop would test nothing about restoring the book."""
     deadline = time.monotonic() + timeout
@@ -414,7 +422,7 @@ def test_moasha_search_stops_trials_and_resumes_after_a_kill(tmp_path: Path) -> 
 
     second, log = start_cli(tmp_path, "search", "space.yaml", "--resume")
     try:
-        assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
+        assert second.wait(timeout=300) == 0, log.read_text()[-3000:] + _snapshot(tmp_path)
     finally:
         kill_group(second)
     text = log.read_text()
